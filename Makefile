@@ -1,0 +1,52 @@
+# The verbs people type. Every target does its own set-up: the virtualenv from pyproject.toml and
+# the control-plane binaries (built from Go modules into ~/.cache/mlmodel-operator on first use).
+SHELL := bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CLUSTER := $(PYTHON) hack/localcluster.py
+
+.DEFAULT_GOAL := help
+.PHONY: help venv binaries cluster-up cluster-down env lint fmt crds test demo demo-down
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed ## create .venv with the package and its test tools
+
+binaries: ## build the pinned control-plane binaries and helm (cached; slow only the first time)
+	bash hack/build-binaries.sh
+
+cluster-up: binaries ## start the local control plane (reuses a healthy one)
+	$(CLUSTER) up
+
+cluster-down: ## stop the local control plane; no process or port is left behind
+	$(CLUSTER) down
+
+env: ## print shell exports for kubectl/helm: eval "$$(make -s env)"
+	@$(CLUSTER) env
+
+lint: venv ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: venv ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+crds: venv ## regenerate crds/ and the README field table from api.py
+	$(BIN)/python -m mlmodel_operator.crdgen
+
+test: venv binaries lint ## the whole suite: unit, integration and e2e against the local control plane
+	$(BIN)/pytest
+
+demo: cluster-up ## start the control plane and show it
+	@eval "$$($(CLUSTER) env)" && kubectl get nodes -L nvidia.com/gpu.product
+
+demo-down: cluster-down ## stop everything the demo started

@@ -1,0 +1,3 @@
+"""Kubernetes operator for MLModelDeployment resources."""
+
+__version__ = "0.1.0"

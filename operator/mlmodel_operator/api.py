@@ -1,0 +1,409 @@
+"""The MLModelDeployment API: pydantic models of spec and status, and memory quantity parsing.
+
+The CRD's OpenAPI schema is generated from these models (see crdgen.py), so a description, bound,
+pattern or default written here is what `kubectl explain` shows and what the API server enforces.
+Cross-field rules are declared once as `Rule`s: each becomes a CEL rule in the CRD and a check in
+the model, with the same message, so admission and the operator refuse the same specs alike.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
+
+GROUP = "machine-learning.org"
+VERSION = "v1"
+KIND = "MLModelDeployment"
+PLURAL = "mlmodeldeployments"
+SINGULAR = "mlmodeldeployment"
+SHORT_NAMES = ["mlmd"]
+CATEGORIES = ["ml"]
+
+# --- memory quantities ------------------------------------------------------------------------
+
+DECIMAL_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+BINARY_UNITS = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+# Byte-style spellings: decimal ones are powers of 10 (64GB = 64 * 10^9), binary ones powers of 2.
+MEMORY_UNITS: dict[str, int] = {
+    **DECIMAL_UNITS,
+    **{u + "B": f for u, f in DECIMAL_UNITS.items() if u},
+    "KB": 10**3,
+    **BINARY_UNITS,
+    **{u + "B": f for u, f in BINARY_UNITS.items()},
+}
+# A positive number (not all zeros) followed by one of MEMORY_UNITS. Anything else (lower-case
+# "gb", "m" which Kubernetes reads as milli, bits, spaces, exponents) is refused as ambiguous.
+_NUMBER = r"([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]+\.[0-9]*[1-9][0-9]*)"
+_UNITS_LONGEST_FIRST = sorted((re.escape(u) for u in MEMORY_UNITS if u), key=len, reverse=True)
+_UNIT = "(" + "|".join(_UNITS_LONGEST_FIRST) + ")?"
+MEMORY_PATTERN = f"^{_NUMBER}{_UNIT}$"
+_MEMORY_RE = re.compile(MEMORY_PATTERN)
+
+
+def parse_memory(text: str) -> int:
+    """Bytes in a memory quantity such as "64GB", "1.5GiB", "2048Mi" or "512000000".
+
+    Fractions of a byte round up, as Kubernetes rounds resource quantities.
+    """
+    match = _MEMORY_RE.match(text)
+    if not match:
+        raise ValueError(
+            f"{text!r} is not a memory quantity: use a positive number with a unit such as "
+            "64GB, 512MB, 1.5GiB, 64Gi or 2048Mi (decimal units are powers of 10, binary "
+            "units powers of 2)"
+        )
+    number, unit = match.group(1), match.group(3) or ""
+    return math.ceil(Decimal(number) * MEMORY_UNITS[unit])
+
+
+def format_memory(num_bytes: int) -> str:
+    """The shortest exact Kubernetes quantity for a byte count ("64G", "1536Mi", "1001")."""
+    candidates = [str(num_bytes)] + [
+        f"{num_bytes // factor}{suffix}"
+        for suffix, factor in {**DECIMAL_UNITS, **BINARY_UNITS}.items()
+        if suffix and num_bytes % factor == 0
+    ]
+    return min(candidates, key=len)
+
+
+# Numbers are strict, as in the CRD schema: "4" or 2.5 is not a GPU count.
+StrictFloat = Annotated[float, Strict()]  # ints are still accepted, as JSON numbers
+
+# --- cross-field rules ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One cross-field rule, enforced by the API server (CEL) and by the model (Python)."""
+
+    cel: str
+    message: str
+    holds: Callable[[Any], bool]
+    field_path: str | None = None  # the field the error names, relative to the rule's object
+    reason: str | None = None  # FieldValueRequired, FieldValueForbidden, ...
+
+    def to_openapi(self) -> dict[str, str]:
+        rule = {"rule": self.cel, "message": self.message}
+        if self.field_path:
+            rule["fieldPath"] = self.field_path
+        if self.reason:
+            rule["reason"] = self.reason
+        return rule
+
+
+def _cel_rules(schema: dict[str, Any], model: type) -> None:
+    rules = getattr(model, "rules", ())
+    if rules:
+        schema["x-kubernetes-validations"] = [rule.to_openapi() for rule in rules]
+
+
+class CRDModel(BaseModel):
+    """Base of every API model: unknown fields refused, cross-field `rules` checked."""
+
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, use_enum_values=True, json_schema_extra=_cel_rules
+    )
+    rules: ClassVar[tuple[Rule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> CRDModel:
+        for rule in self.rules:
+            if not rule.holds(self):
+                raise ValueError(rule.message)
+        return self
+
+
+# --- spec ---------------------------------------------------------------------------------------
+
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+RESOURCE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$"
+CPU_PATTERN = r"^([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]+\.[0-9]*[1-9][0-9]*|[0-9]*[1-9][0-9]*m)$"
+MODEL_URI_PATTERN = r"^(s3|gs|https|pvc|hf)://[^\s]+$"
+REFERENCE_URI_PATTERN = r"^(https?://|/)[^\s]+$"
+IMAGE_PATTERN = r"^[^\s]+$"
+
+
+class ModelType(StrEnum):
+    neural_network = "neural_network"
+    sklearn = "sklearn"
+    xgboost = "xgboost"
+    lightgbm = "lightgbm"
+    pytorch = "pytorch"
+    tensorflow = "tensorflow"
+    onnx = "onnx"
+    huggingface = "huggingface"
+    custom = "custom"
+
+
+class ComputationalResources(CRDModel):
+    """Accelerators, memory and CPU for each model server replica."""
+
+    gpu_allocation: StrictInt = Field(
+        0,
+        ge=0,
+        le=64,
+        description="GPUs per replica, requested as the `gpu_resource` extended resource. "
+        "0 runs on CPU.",
+    )
+    gpu_type: Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)] | None = Field(
+        None,
+        description="GPU model the replicas must run on, e.g. NVIDIA-H100-80GB-HBM3; becomes a "
+        "node selector on the nvidia.com/gpu.product label. Only with gpu_allocation > 0.",
+    )
+    gpu_resource: str = Field(
+        "nvidia.com/gpu",
+        max_length=253,
+        pattern=RESOURCE_NAME_PATTERN,
+        description="Extended resource name the GPUs are requested as: nvidia.com/gpu, "
+        "amd.com/gpu, or a MIG profile such as nvidia.com/mig-1g.10gb.",
+    )
+    memory_requirements: str = Field(
+        "2Gi",
+        max_length=32,
+        pattern=MEMORY_PATTERN,
+        description="Memory per replica, requested and limited alike: 64GB, 512MB, 1.5GiB, 64Gi, "
+        "2048Mi or a plain byte count. Decimal units (kB, MB, GB, TB, k, M, G, T) are powers "
+        "of 10, binary units (KiB, MiB, GiB, TiB, Ki, Mi, Gi, Ti) powers of 2.",
+    )
+    cpu: Annotated[str, Field(max_length=32, pattern=CPU_PATTERN)] | None = Field(
+        None,
+        description="CPU per replica as a Kubernetes quantity (2, 0.5, 500m); requested, not "
+        "limited. Unset leaves it to the runtime's default.",
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.gpu_type) || self.gpu_allocation > 0",
+            message="gpu_type needs gpu_allocation > 0",
+            holds=lambda r: r.gpu_type is None or r.gpu_allocation > 0,
+            field_path=".gpu_type",
+            reason="FieldValueForbidden",
+        ),
+    )
+
+    @property
+    def memory_bytes(self) -> int:
+        return parse_memory(self.memory_requirements)
+
+    @field_validator("memory_requirements")
+    @classmethod
+    def _memory_parses(cls, value: str) -> str:
+        parse_memory(value)
+        return value
+
+
+class DriftMethod(StrEnum):
+    ks = "ks"
+    psi = "psi"
+
+
+class DriftSettings(CRDModel):
+    """How the monitoring sidecar decides that inputs or outputs have drifted."""
+
+    reference_uri: Annotated[str, Field(max_length=2048, pattern=REFERENCE_URI_PATTERN)] | None = (
+        Field(
+            None,
+            description="Reference data (CSV, NPY or JSON lines): an http(s) URL or a path in the "
+            "model pod. Unset: the first window of live traffic becomes the reference.",
+        )
+    )
+    window_size: StrictInt = Field(
+        1000, ge=50, le=100_000, description="Samples per feature in each compared window."
+    )
+    check_interval_seconds: StrictInt = Field(
+        60, ge=5, le=86_400, description="Seconds between drift checks (also run every window)."
+    )
+    method: DriftMethod = Field(
+        DriftMethod.ks,
+        description="Test for numeric features: ks (two-sample Kolmogorov-Smirnov) or psi "
+        "(population stability index on reference quantile bins). Categorical features always "
+        "use chi-squared.",
+    )
+    p_value_threshold: StrictFloat = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Drift needs a p-value below this (KS and chi-squared).",
+    )
+    effect_size_threshold: StrictFloat = Field(
+        0.1,
+        gt=0,
+        le=10,
+        description="Drift also needs an effect at least this large (KS statistic, PSI, or "
+        "Cramer's V), so large windows do not flag negligible shifts.",
+    )
+
+
+class PerformanceTracking(StrEnum):
+    enabled = "enabled"
+    disabled = "disabled"
+
+
+class DriftDetection(StrEnum):
+    active = "active"
+    inactive = "inactive"
+
+
+class Monitoring(CRDModel):
+    """What the monitoring sidecar in each model pod measures."""
+
+    performance_tracking: PerformanceTracking = Field(
+        PerformanceTracking.enabled,
+        description="enabled: export request rate, latency and errors as Prometheus metrics.",
+    )
+    drift_detection: DriftDetection = Field(
+        DriftDetection.inactive,
+        description="active: watch model inputs and outputs for data drift and export drift "
+        "scores.",
+    )
+    drift: DriftSettings = Field(
+        default_factory=DriftSettings,  # type: ignore[arg-type]
+        description="Drift detection settings, used while drift_detection is active.",
+    )
+
+
+class MLModelDeploymentSpec(CRDModel):
+    """The desired state: which model to serve, on what hardware, with what monitoring."""
+
+    model_type: ModelType = Field(
+        description="Model framework; chooses the serving runtime (Triton for neural_network, "
+        "onnx, tensorflow, pytorch; MLServer for sklearn, xgboost, lightgbm; the Hugging Face "
+        "server for huggingface; `image` for custom).",
+    )
+    model_uri: Annotated[str, Field(max_length=2048, pattern=MODEL_URI_PATTERN)] | None = Field(
+        None,
+        description="Where the model artifact lives: s3://, gs://, https://, pvc://<claim>/<path> "
+        "or hf://<repo>. Unset: the runtime serves what its image holds.",
+    )
+    model_version: Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)] | None = Field(
+        None,
+        description="Label for the version being served; shown in status and on every pod.",
+    )
+    image: Annotated[str, Field(max_length=512, pattern=IMAGE_PATTERN)] | None = Field(
+        None,
+        description="Container image of the model server, overriding the runtime's. "
+        "Required when model_type is custom.",
+    )
+    port: StrictInt | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="HTTP port the custom image serves on. Only with model_type custom.",
+    )
+    replicas: StrictInt = Field(1, ge=0, le=1000, description="Number of model server replicas.")
+    computational_resources: ComputationalResources = Field(
+        default_factory=ComputationalResources,  # type: ignore[arg-type]
+        description="Accelerators, memory and CPU for each replica.",
+    )
+    monitoring: Monitoring = Field(
+        default_factory=Monitoring,  # type: ignore[arg-type]
+        description="Performance and drift monitoring by the sidecar.",
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.model_type != 'custom' || has(self.image)",
+            message="image is required when model_type is custom",
+            holds=lambda s: s.model_type != ModelType.custom or s.image is not None,
+            field_path=".image",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="!has(self.port) || self.model_type == 'custom'",
+            message="port is only for model_type custom; built-in runtimes use their own port",
+            holds=lambda s: s.port is None or s.model_type == ModelType.custom,
+            field_path=".port",
+            reason="FieldValueForbidden",
+        ),
+    )
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+class Phase(StrEnum):
+    Pending = "Pending"
+    Progressing = "Progressing"
+    Ready = "Ready"
+    Degraded = "Degraded"
+    Failed = "Failed"
+
+
+class Condition(BaseModel):
+    """A Kubernetes-style condition (metav1.Condition)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    type: str = Field(description="Condition type: Ready, Progressing, Available, Scheduled, ...")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason for the last transition.")
+    message: str = Field("", description="Human-readable details.")
+    last_transition_time: str = Field(
+        alias="lastTransitionTime",
+        description="When status last changed (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+    observed_generation: int | None = Field(
+        None, alias="observedGeneration", description="Generation the condition was computed for."
+    )
+
+
+class MLModelDeploymentStatus(BaseModel):
+    """The observed state, written only by the operator."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    observed_generation: int | None = Field(
+        None, alias="observedGeneration", description="Generation of the spec last reconciled."
+    )
+    phase: Phase | None = Field(
+        None, description="Pending, Progressing, Ready, Degraded or Failed."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Progressing, Available, Scheduled and MonitoringReady conditions.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    replicas: StrictInt | None = Field(None, description="Model server pods that exist.")
+    ready_replicas: StrictInt | None = Field(
+        None, alias="readyReplicas", description="Pods that are ready to serve."
+    )
+    updated_replicas: StrictInt | None = Field(
+        None, alias="updatedReplicas", description="Pods running the current spec."
+    )
+    ready: str | None = Field(None, description="readyReplicas/replicas, for display.")
+    selector: str | None = Field(
+        None, description="Label selector of the model pods (for the scale subresource)."
+    )
+    endpoint: str | None = Field(None, description="In-cluster URL of the inference Service.")
+    model_version: str | None = Field(
+        None, alias="modelVersion", description="model_version of the pods that are serving."
+    )
+    message: str | None = Field(None, description="Summary of the current state.")
+
+
+class MLModelDeployment(BaseModel):
+    """A model served by a Deployment with a monitoring sidecar, behind a Service."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    api_version: Literal["machine-learning.org/v1"] = Field(alias="apiVersion")
+    kind: Literal["MLModelDeployment"]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: MLModelDeploymentSpec
+    status: MLModelDeploymentStatus | None = None

@@ -1,0 +1,149 @@
+"""Tables of good and bad input shared by the unit tests (pydantic, CRD pattern) and the
+integration tests (the real API server), so every layer is held to the same answers."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+FOUNDING_MANIFEST = REPO.parent / "shared" / "examples" / "predictive-analytics-system.yaml"
+
+# memory_requirements -> bytes
+MEMORY_GOOD: dict[str, int] = {
+    "64GB": 64 * 10**9,
+    "512MB": 512 * 10**6,
+    "1.5GiB": 3 * 2**29,
+    "64Gi": 64 * 2**30,
+    "2048Mi": 2**31,
+    "512000000": 512_000_000,
+    "10KB": 10_000,
+    "10kB": 10_000,
+    "1.5G": 1_500_000_000,
+    "0.5Gi": 2**29,
+    "3TiB": 3 * 2**40,
+    "1Ti": 2**40,
+    "2M": 2_000_000,
+    "100k": 100_000,
+}
+# Unknown, ambiguous or non-positive: refused everywhere.
+MEMORY_BAD: list[str] = [
+    "lots",
+    "64gb",  # lower case: bits or bytes?
+    "64Gb",
+    "64 GB",
+    "64m",  # Kubernetes reads m as milli
+    "64K",
+    "64b",
+    "1e9",
+    "0GB",
+    "0",
+    "0.0Gi",
+    "-1Gi",
+    ".5Gi",
+    "1.Gi",
+    "1.5.5G",
+    "GB",
+    "",
+]
+
+
+def founding_manifest() -> dict[str, Any]:
+    return yaml.safe_load(FOUNDING_MANIFEST.read_text())
+
+
+def manifest(name: str = "model", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "machine-learning.org/v1",
+        "kind": "MLModelDeployment",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def with_spec(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of `base` with the dotted spec `path` set to `value`."""
+    out = copy.deepcopy(base)
+    node = out["spec"]
+    *parents, leaf = path.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
+    return out
+
+
+_FOUNDING = founding_manifest()
+# (id, manifest, the field the refusal must name)
+BAD_MANIFESTS: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "negative-gpus",
+        with_spec(_FOUNDING, "computational_resources.gpu_allocation", -1),
+        "spec.computational_resources.gpu_allocation",
+    ),
+    (
+        "fractional-gpus",
+        with_spec(_FOUNDING, "computational_resources.gpu_allocation", 2.5),
+        "spec.computational_resources.gpu_allocation",
+    ),
+    (
+        "gpus-as-string",
+        with_spec(_FOUNDING, "computational_resources.gpu_allocation", "4"),
+        "spec.computational_resources.gpu_allocation",
+    ),
+    (
+        "memory-lots",
+        with_spec(_FOUNDING, "computational_resources.memory_requirements", "lots"),
+        "spec.computational_resources.memory_requirements",
+    ),
+    ("unknown-model-type", with_spec(_FOUNDING, "model_type", "perceptron"), "spec.model_type"),
+    (
+        "performance-tracking-maybe",
+        with_spec(_FOUNDING, "monitoring.performance_tracking", "maybe"),
+        "spec.monitoring.performance_tracking",
+    ),
+    (
+        "drift-detection-on",
+        with_spec(_FOUNDING, "monitoring.drift_detection", "on"),
+        "spec.monitoring.drift_detection",
+    ),
+    ("custom-without-image", manifest(model_type="custom"), "spec.image"),
+    (
+        "port-without-custom",
+        manifest(model_type="sklearn", port=8080),
+        "spec.port",
+    ),
+    (
+        "gpu-type-without-gpus",
+        manifest(
+            model_type="pytorch",
+            computational_resources={"gpu_type": "NVIDIA-H100-80GB-HBM3"},
+        ),
+        "spec.computational_resources.gpu_type",
+    ),
+    ("negative-replicas", with_spec(_FOUNDING, "replicas", -1), "spec.replicas"),
+    (
+        "model-uri-scheme",
+        with_spec(_FOUNDING, "model_uri", "ftp://models/x"),
+        "spec.model_uri",
+    ),
+    (
+        "gpu-resource-name",
+        with_spec(_FOUNDING, "computational_resources.gpu_resource", "gpu"),
+        "spec.computational_resources.gpu_resource",
+    ),
+    (
+        "p-value-out-of-range",
+        with_spec(_FOUNDING, "monitoring.drift", {"p_value_threshold": 1.5}),
+        "spec.monitoring.drift.p_value_threshold",
+    ),
+    ("unknown-field", with_spec(_FOUNDING, "gpu_count", 4), "spec.gpu_count"),
+    (
+        "unknown-nested-field",
+        with_spec(_FOUNDING, "monitoring.alerting", "on"),
+        "spec.monitoring.alerting",
+    ),
+    ("missing-model-type", manifest(replicas=1), "spec.model_type"),
+]

@@ -1,0 +1,89 @@
+"""Small helpers for tests that talk to a real API server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from kubernetes import client, config
+
+T = TypeVar("T")
+
+
+def wait_until(
+    check: Callable[[], T], *, what: str, timeout: float = 60.0, interval: float = 0.25
+) -> T:
+    """Poll until `check()` returns something truthy and return it; fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last value: {last!r}")
+
+
+@dataclass
+class TestCluster:
+    kubeconfig: Path
+    # Directories put first on PATH for kubectl and helm (empty: use $PATH as it is).
+    bin_dirs: list[Path] = field(default_factory=list)
+
+    __test__ = False  # not a test class, despite the name
+
+    @cached_property
+    def env(self) -> dict[str, str]:
+        path = os.pathsep.join([*map(str, self.bin_dirs), os.environ.get("PATH", "")])
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PATH": path}
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        env = self.env if kubeconfig is None else {**self.env, "KUBECONFIG": str(kubeconfig)}
+        result = subprocess.run(
+            ["kubectl", *args], input=input, capture_output=True, text=True, env=env
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def token_kubeconfig(self, token: str, path: Path) -> Path:
+        """A kubeconfig at `path` for the same cluster that authenticates with `token` only."""
+        config_doc = yaml.safe_load(self.kubeconfig.read_text())
+        context = next(
+            c["context"]
+            for c in config_doc["contexts"]
+            if c["name"] == config_doc["current-context"]
+        )
+        cluster = next(c for c in config_doc["clusters"] if c["name"] == context["cluster"])
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [cluster],
+                    "users": [{"name": "token", "user": {"token": token}}],
+                    "contexts": [
+                        {"name": "token", "context": {"cluster": cluster["name"], "user": "token"}}
+                    ],
+                    "current-context": "token",
+                }
+            )
+        )
+        return path
+
+    @cached_property
+    def api(self) -> client.ApiClient:
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
