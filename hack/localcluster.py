@@ -38,6 +38,7 @@ DEFAULT_DIR = REPO / ".cluster"
 SERVICE_CIDR = "10.96.0.0/12"
 POD_CIDR = "10.244.0.0/16"
 START_TIMEOUT = 90.0
+STOP_TIMEOUT = 10.0
 LOG_TAIL_LINES = 25
 
 # Each component's client identity. The controller manager and scheduler get the identities their
@@ -475,16 +476,14 @@ class Cluster:
             if not quiet:
                 log(f"no cluster in {self.root}")
             return
-        # Reverse start order: the API server goes before etcd so it does not log a storm of errors.
-        pids = list(state.get("pids", {}).items())[::-1]
-        for _, pid in pids:
+        # Reverse start order, one at a time: the API server stops cleanly only while etcd is up.
+        for name, pid in list(state.get("pids", {}).items())[::-1]:
             _signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and any(pid_alive(pid) for _, pid in pids):
-            time.sleep(0.2)
-        for name, pid in pids:
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while time.monotonic() < deadline and pid_alive(pid):
+                time.sleep(0.1)
             if pid_alive(pid):
-                log(f"{name} ignored SIGTERM; killing it")
+                log(f"{name} did not stop within {STOP_TIMEOUT:.0f}s of SIGTERM; killing it")
                 _signal_group(pid, signal.SIGKILL)
         state["pids"] = {}
         state["complete"] = False

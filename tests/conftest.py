@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kopf.testing import KopfRunner
 from kubernetes import client
 
 from kube_helpers import TestCluster, wait_until
@@ -95,3 +96,20 @@ def crd(cluster: TestCluster) -> str:
     name = "crd/mlmodeldeployments.machine-learning.org"
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", name)
     return name
+
+
+# Settings for the operator run in-process: resyncs often enough that a test can wait for two.
+OPERATOR_ENV = {"MLMODEL_RESYNC_SECONDS": "3", "MLMODEL_LOG_LEVEL": "INFO"}
+
+
+@pytest.fixture(scope="session")
+def operator(cluster: TestCluster, crd: str) -> Iterator[KopfRunner]:
+    """The operator, in-process through kopf's KopfRunner, watching all namespaces."""
+    os.environ.update({"KUBECONFIG": str(cluster.kubeconfig), **OPERATOR_ENV})
+    runner = KopfRunner(
+        ["run", "--standalone", "--all-namespaces", "-m", "mlmodel_operator.handlers"],
+        timeout=60,
+    )
+    with runner:
+        yield runner
+    assert runner.exit_code == 0, runner.output

@@ -13,18 +13,32 @@ from typing import TypeVar
 
 import yaml
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 T = TypeVar("T")
 
 
 def wait_until(
-    check: Callable[[], T], *, what: str, timeout: float = 60.0, interval: float = 0.25
+    check: Callable[[], T],
+    *,
+    what: str,
+    timeout: float = 60.0,
+    interval: float = 0.25,
+    not_found_is_false: bool = True,
 ) -> T:
-    """Poll until `check()` returns something truthy and return it; fail naming `what`."""
+    """Poll until `check()` returns something truthy and return it; fail naming `what`.
+
+    An API 404 inside `check` counts as "not yet" unless `not_found_is_false` is False.
+    """
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:
-        last = check()
+        try:
+            last = check()
+        except ApiException as err:
+            if err.status != 404 or not not_found_is_false:
+                raise
+            last = None
         if last:
             return last
         time.sleep(interval)

@@ -81,6 +81,16 @@ def format_memory(num_bytes: int) -> str:
     return min(candidates, key=len)
 
 
+def format_cpu(text: str) -> str:
+    """The canonical Kubernetes form of a CPU quantity matching CPU_PATTERN ("0.5" -> "500m")."""
+    if text.endswith("m"):
+        return f"{int(text[:-1])}m"
+    value = Decimal(text)
+    if value == value.to_integral_value():
+        return str(int(value))
+    return f"{math.ceil(value * 1000)}m"
+
+
 # Numbers are strict, as in the CRD schema: "4" or 2.5 is not a GPU count.
 StrictFloat = Annotated[float, Strict()]  # ints are still accepted, as JSON numbers
 
@@ -136,6 +146,10 @@ CPU_PATTERN = r"^([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]+\.[0-9]*[1-9][0-9]*|[0-9]*[
 MODEL_URI_PATTERN = r"^(s3|gs|https|pvc|hf)://[^\s]+$"
 REFERENCE_URI_PATTERN = r"^(https?://|/)[^\s]+$"
 IMAGE_PATTERN = r"^[^\s]+$"
+# Ports the monitoring sidecar listens on in every model pod.
+SIDECAR_PROXY_PORT = 8480
+SIDECAR_METRICS_PORT = 9090
+_SIDECAR_PORTS = f"[{SIDECAR_PROXY_PORT}, {SIDECAR_METRICS_PORT}]"
 
 
 class ModelType(StrEnum):
@@ -329,6 +343,14 @@ class MLModelDeploymentSpec(CRDModel):
             holds=lambda s: s.port is None or s.model_type == ModelType.custom,
             field_path=".port",
             reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel=f"!has(self.port) || !(self.port in {_SIDECAR_PORTS})",
+            message=f"port must not be {SIDECAR_PROXY_PORT} or {SIDECAR_METRICS_PORT}: "
+            "the monitoring sidecar listens there",
+            holds=lambda s: s.port not in (SIDECAR_PROXY_PORT, SIDECAR_METRICS_PORT),
+            field_path=".port",
+            reason="FieldValueInvalid",
         ),
     )
 

@@ -1,0 +1,79 @@
+"""Pure builders: an MLModelDeployment's spec in, its child objects out, as plain dicts.
+
+No I/O, no kopf, no API client here: everything is a function of its arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mlmodel_operator import api
+from mlmodel_operator.builders.deployment import build_deployment, model_port
+from mlmodel_operator.builders.meta import Owner, monitor_config_name
+from mlmodel_operator.builders.monitor import (
+    build_monitor_configmap,
+    monitor_enabled,
+    monitor_settings,
+)
+from mlmodel_operator.builders.service import build_service
+from mlmodel_operator.hashing import content_hash
+from mlmodel_operator.runtimes import Runtime, runtime_for
+
+__all__ = ["BuildSettings", "Children", "ObjectRef", "Owner", "build_children"]
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """The installation-wide settings the builders need."""
+
+    runtimes: dict[str, Runtime]
+    monitor_image: str
+    progress_deadline_seconds: int = 600
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Children:
+    """What one MLModelDeployment should own: objects to apply, in order, and objects that an
+    earlier spec created and this one no longer wants."""
+
+    apply: list[dict[str, Any]]
+    absent: list[ObjectRef]
+
+
+def build_children(
+    owner: Owner, spec: api.MLModelDeploymentSpec, settings: BuildSettings
+) -> Children:
+    runtime = runtime_for(spec.model_type, settings.runtimes)
+    children: list[dict[str, Any]] = []
+    absent: list[ObjectRef] = []
+    monitor = None
+    config_hash = None
+    if monitor_enabled(spec):
+        monitor = monitor_settings(owner, spec, runtime, model_port(spec, runtime))
+        configmap = build_monitor_configmap(owner, spec, monitor)
+        config_hash = content_hash(configmap["data"])
+        children.append(configmap)
+    else:
+        absent.append(ObjectRef("v1", "ConfigMap", owner.namespace, monitor_config_name(owner)))
+    children.append(
+        build_deployment(
+            owner,
+            spec,
+            runtime,
+            monitor=monitor,
+            monitor_image=settings.monitor_image,
+            monitor_config_hash=config_hash,
+            progress_deadline_seconds=settings.progress_deadline_seconds,
+        )
+    )
+    children.append(build_service(owner, spec, runtime, monitored=monitor is not None))
+    return Children(apply=children, absent=absent)

@@ -1,0 +1,73 @@
+"""The monitoring sidecar: its ConfigMap and its container in the model pod."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mlmodel_operator import api
+from mlmodel_operator.builders.meta import Owner, monitor_config_name, object_meta
+from mlmodel_operator.monitor.settings import CONFIG_DIR, CONFIG_FILE, MonitorSettings
+from mlmodel_operator.runtimes import Runtime
+
+SIDECAR_NAME = "monitor"
+
+
+def monitor_enabled(spec: api.MLModelDeploymentSpec) -> bool:
+    monitoring = spec.monitoring
+    return monitoring.performance_tracking == "enabled" or monitoring.drift_detection == "active"
+
+
+def monitor_settings(
+    owner: Owner, spec: api.MLModelDeploymentSpec, runtime: Runtime, port: int
+) -> MonitorSettings:
+    monitoring = spec.monitoring
+    return MonitorSettings(
+        model_name=owner.name,
+        upstream=f"http://127.0.0.1:{port}",
+        protocol=runtime.protocol,
+        performance_tracking=monitoring.performance_tracking == "enabled",
+        drift=monitoring.drift if monitoring.drift_detection == "active" else None,
+    )
+
+
+def build_monitor_configmap(
+    owner: Owner, spec: api.MLModelDeploymentSpec, settings: MonitorSettings
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": object_meta(owner, spec, monitor_config_name(owner)),
+        "data": {
+            CONFIG_FILE: json.dumps(settings.model_dump(mode="json"), indent=2, sort_keys=True)
+        },
+    }
+
+
+def build_monitor_container(image: str, settings: MonitorSettings) -> dict[str, Any]:
+    return {
+        "name": SIDECAR_NAME,
+        "image": image,
+        "command": ["mlmodel-monitor"],
+        "args": [f"--config={CONFIG_DIR}/{CONFIG_FILE}"],
+        "ports": [
+            {"name": "http", "containerPort": settings.listen_port, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": settings.metrics_port, "protocol": "TCP"},
+        ],
+        # /readyz is ready only while the model server behind the proxy is.
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"memory": "256Mi"},
+        },
+        "volumeMounts": [{"name": "monitor-config", "mountPath": CONFIG_DIR, "readOnly": True}],
+    }

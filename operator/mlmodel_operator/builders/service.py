@@ -1,0 +1,52 @@
+"""The inference Service: through the sidecar when there is one, else to the model server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlmodel_operator import api
+from mlmodel_operator.builders.meta import Owner, object_meta, selector_labels
+from mlmodel_operator.runtimes import Runtime
+
+HTTP_PORT = 80
+
+
+def build_service(
+    owner: Owner, spec: api.MLModelDeploymentSpec, runtime: Runtime, *, monitored: bool
+) -> dict[str, Any]:
+    ports = [
+        {
+            "name": "http",
+            "port": HTTP_PORT,
+            "targetPort": "http" if monitored else "model-http",
+            "protocol": "TCP",
+        }
+    ]
+    if monitored:
+        ports.append(
+            {
+                "name": "metrics",
+                "port": api.SIDECAR_METRICS_PORT,
+                "targetPort": "metrics",
+                "protocol": "TCP",
+            }
+        )
+    elif runtime.metrics_port:
+        ports.append(
+            {
+                "name": "metrics",
+                "port": runtime.metrics_port,
+                "targetPort": "model-metrics",
+                "protocol": "TCP",
+            }
+        )
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(owner, spec, owner.name),
+        "spec": {"type": "ClusterIP", "selector": selector_labels(owner), "ports": ports},
+    }
+
+
+def endpoint(owner: Owner) -> str:
+    return f"http://{owner.name}.{owner.namespace}.svc.cluster.local"

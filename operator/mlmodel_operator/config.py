@@ -1,0 +1,92 @@
+"""Operator configuration: environment variables (MLMODEL_*), overridden by command-line flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlmodel_operator import __version__
+
+ENV_PREFIX = "MLMODEL_"
+DEFAULT_IMAGE = f"ghcr.io/mlmodel-operator/mlmodel-operator:{__version__}"
+
+
+class OperatorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespaces: list[str] = Field(
+        default_factory=list, description="namespaces to watch; empty watches all"
+    )
+    resync_seconds: float = Field(300.0, gt=0, description="periodic reconcile of every resource")
+    workers: int = Field(8, ge=1, description="handlers run at once (thread pool size)")
+    api_qps: float = Field(20.0, gt=0, description="API requests per second, sustained")
+    api_burst: int = Field(40, ge=1, description="API requests allowed in a burst")
+    runtime_catalog: Path | None = Field(None, description="YAML/JSON runtime overrides")
+    monitor_image: str = Field(DEFAULT_IMAGE, description="image of the monitoring sidecar")
+    progress_deadline_seconds: int = Field(600, ge=10, description="Deployment progress deadline")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus metrics; 0 disables")
+    health_port: int = Field(8081, ge=0, le=65535, description="liveness endpoint; 0 disables")
+
+
+# field name -> (flag, parser of a string value)
+def _list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+_PARSERS = {"namespaces": _list}
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> OperatorConfig:
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name in OperatorConfig.model_fields:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = _PARSERS.get(name, str)(raw)
+    return OperatorConfig.model_validate(values)
+
+
+def parse_args(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> OperatorConfig:
+    """Flags win over MLMODEL_* environment variables, which win over defaults."""
+    base = from_env(environ)
+    parser = argparse.ArgumentParser(
+        prog="mlmodel-operator",
+        description="Kubernetes operator for MLModelDeployment resources.",
+    )
+    for name, field in OperatorConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = ENV_PREFIX + name.upper()
+        parser.add_argument(
+            flag,
+            dest=name,
+            type=_PARSERS.get(name, str),
+            default=None,
+            help=f"{field.description or name} (env {env}; default {getattr(base, name)!r})",
+        )
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    return OperatorConfig.model_validate({**base.model_dump(), **overrides})
+
+
+_current: OperatorConfig | None = None
+
+
+def current() -> OperatorConfig:
+    """The configuration the running operator uses (from the environment unless set)."""
+    global _current
+    if _current is None:
+        _current = from_env()
+    return _current
+
+
+def set_current(config: OperatorConfig) -> None:
+    global _current
+    _current = config

@@ -1,0 +1,279 @@
+"""The only module that talks to the API server.
+
+One apply helper (server-side apply, field manager `mlmodel-operator`, force) that skips the write
+when the live object already matches; reads, deletes, status patches and Events; a client-side
+rate limit. Calls are synchronous: kopf runs the handlers that use them in its thread pool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from mlmodel_operator import api, metrics
+from mlmodel_operator.builders import ObjectRef
+from mlmodel_operator.hashing import content_hash
+
+FIELD_MANAGER = "mlmodel-operator"
+HASH_ANNOTATION = f"{api.GROUP}/applied-hash"
+REQUEST_TIMEOUT = 30
+TRANSIENT_STATUSES = {409, 429, 500, 502, 503, 504}
+
+_PLURALS = {
+    "ConfigMap": "configmaps",
+    "Deployment": "deployments",
+    "Event": "events",
+    "Pod": "pods",
+    "Service": "services",
+    api.KIND: api.PLURAL,
+    "ServiceMonitor": "servicemonitors",
+    "PrometheusRule": "prometheusrules",
+}
+
+log = logging.getLogger(__name__)
+
+
+def resource_path(
+    api_version: str, kind: str, namespace: str, name: str | None = None, sub: str | None = None
+) -> str:
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = f"{base}/namespaces/{namespace}/{_PLURALS[kind]}"
+    if name:
+        path += f"/{name}"
+    if sub:
+        path += f"/{sub}"
+    return path
+
+
+def covers(live: Any, desired: Any) -> bool:
+    """Whether every field of `desired` has the same value in `live` (which may hold more: the
+    API server's defaults and other managers' fields). Lists must match item by item."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(
+            key in live and covers(live[key], value) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(covers(lv, dv) for lv, dv in zip(live, desired, strict=True))
+        )
+    return live == desired
+
+
+def with_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` with an annotation holding the hash of its content: a field dropped from the desired
+    object changes the hash, which `covers` alone would not notice."""
+    annotations = {**obj["metadata"].get("annotations", {}), HASH_ANNOTATION: content_hash(obj)}
+    return {**obj, "metadata": {**obj["metadata"], "annotations": annotations}}
+
+
+class RateLimiter:
+    """Token bucket: `qps` requests per second sustained, `burst` at once."""
+
+    def __init__(self, qps: float, burst: int) -> None:
+        self.qps, self.burst = qps, burst
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+        self.lock = threading.Lock()
+
+    def acquire(self) -> None:
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.qps)
+                self.stamp = now
+                if self.tokens >= 1:
+                    self.tokens -= 1
+                    return
+                wait = (1 - self.tokens) / self.qps
+            time.sleep(wait)
+
+
+@dataclass
+class Kube:
+    api_client: client.ApiClient
+    limiter: RateLimiter
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, Any]] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        self.limiter.acquire()
+        serialized = self.api_client.param_serialize(
+            method,
+            path,
+            query_params=query or [],
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api_client.call_api(*serialized, _request_timeout=REQUEST_TIMEOUT)
+        data = response.read()
+        if not 200 <= response.status <= 299:
+            metrics.API_ERRORS.labels(method=method, code=str(response.status)).inc()
+            ApiException.from_response(
+                http_resp=response, body=data.decode(errors="replace"), data=None
+            )
+        if method != "GET":
+            metrics.API_WRITES.labels(method=method).inc()
+        return json.loads(data) if data else None
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", resource_path(api_version, kind, namespace, name))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def list(
+        self, api_version: str, kind: str, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        out = self.request(
+            "GET",
+            resource_path(api_version, kind, namespace),
+            query=[("labelSelector", label_selector)],
+        )
+        return out.get("items", [])
+
+    def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.get(f"{api.GROUP}/{api.VERSION}", api.KIND, namespace, name)
+
+    def has_api(self, group_version: str) -> bool:
+        """Whether the cluster serves an API group version, e.g. monitoring.coreos.com/v1."""
+        try:
+            self.request("GET", f"/apis/{group_version}")
+            return True
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def apply(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Server-side apply `obj` unless the live object already matches it.
+
+        Returns the live object and whether a write was made.
+        """
+        desired = with_hash(obj)
+        meta = desired["metadata"]
+        path = resource_path(
+            desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"]
+        )
+        live = self.get(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
+        if live is not None and covers(live, desired):
+            return live, False
+        applied = self.request(
+            "PATCH",
+            path,
+            body=desired,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+        )
+        log.info("applied %s %s/%s", desired["kind"], meta["namespace"], meta["name"])
+        return applied, True
+
+    def delete(self, ref: ObjectRef) -> bool:
+        """Delete if it exists; whether anything was deleted."""
+        try:
+            self.request(
+                "DELETE", resource_path(ref.api_version, ref.kind, ref.namespace, ref.name)
+            )
+            return True
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+
+    def patch_model_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        path = resource_path(f"{api.GROUP}/{api.VERSION}", api.KIND, namespace, name, "status")
+        self.request(
+            "PATCH",
+            path,
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    def post_event(
+        self, involved: dict[str, Any], event_type: str, reason: str, message: str
+    ) -> None:
+        meta = involved["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": event_type,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": socket.gethostname(),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self.request("POST", resource_path("v1", "Event", meta["namespace"]), body=event)
+
+
+def is_transient(err: ApiException) -> bool:
+    return err.status in TRANSIENT_STATUSES or err.status == 0
+
+
+def describe_error(err: ApiException) -> str:
+    """The API server's own message for an error (e.g. which permission is missing)."""
+    try:
+        return json.loads(err.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return f"{err.status} {err.reason}"
+
+
+_kube: Kube | None = None
+
+
+def configure(qps: float, burst: int) -> Kube:
+    """Connect with the in-cluster ServiceAccount, or else $KUBECONFIG / ~/.kube/config."""
+    global _kube
+    try:
+        config.load_incluster_config()
+        configuration = client.Configuration.get_default_copy()
+    except config.ConfigException:
+        configuration = client.Configuration()
+        # Read $KUBECONFIG now, not when the kubernetes package was imported.
+        config.load_kube_config(
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
+    _kube = Kube(client.ApiClient(configuration), RateLimiter(qps, burst))
+    return _kube
+
+
+def kube() -> Kube:
+    if _kube is None:
+        raise RuntimeError("kube.configure() has not been called")
+    return _kube

@@ -1,0 +1,27 @@
+"""The operator's own Prometheus metrics, declared once at module level with bounded labels."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter(
+    "mlmodel_operator_reconciles_total",
+    "Reconciles of MLModelDeployments by result",
+    ["result"],  # ready, progressing, degraded, failed, pending, invalid, gone, error
+)
+RECONCILE_SECONDS = Histogram(
+    "mlmodel_operator_reconcile_duration_seconds",
+    "Time one reconcile takes",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+MANAGED_RESOURCES = Gauge(
+    "mlmodel_operator_managed_resources", "MLModelDeployments the operator manages"
+)
+API_WRITES = Counter(
+    "mlmodel_operator_api_writes_total", "Write requests sent to the API server", ["method"]
+)
+API_ERRORS = Counter(
+    "mlmodel_operator_api_errors_total",
+    "API requests that failed, by HTTP status",
+    ["method", "code"],
+)

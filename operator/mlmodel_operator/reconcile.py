@@ -1,0 +1,172 @@
+"""The one idempotent reconcile: read the resource, apply its children, write its status.
+
+Level-based: create, update, resume, resync and every event of a child call the same function,
+which looks only at the current state, never at what changed. Calls for one resource never run
+at once; a call that arrives during a run makes exactly one more run afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from mlmodel_operator import api, metrics
+from mlmodel_operator.builders import BuildSettings, Owner, build_children
+from mlmodel_operator.builders.meta import selector_string
+from mlmodel_operator.builders.service import endpoint
+from mlmodel_operator.kube import Kube, describe_error, is_transient
+from mlmodel_operator.status import Observation, compute_status, transition_events
+
+log = logging.getLogger(__name__)
+
+
+class TransientError(Exception):
+    """The API server failed in a way worth retrying (conflict, throttling, 5xx)."""
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def invalid_spec_message(err: ValidationError) -> str:
+    parts = []
+    for error in err.errors():
+        path = ".".join(["spec", *(str(p) for p in error["loc"])])
+        parts.append(f"{path}: {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+def reconcile_once(kube: Kube, settings: BuildSettings, namespace: str, name: str) -> str:
+    """Bring one MLModelDeployment's children and status up to date; returns the outcome."""
+    body = kube.get_model(namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return "gone"  # the garbage collector removes the children
+    owner = Owner.from_body(body)
+    previous = body.get("status") or {}
+    generation = body["metadata"].get("generation", 1)
+    common = {
+        "generation": generation,
+        "endpoint": endpoint(owner),
+        "selector": selector_string(owner),
+    }
+    try:
+        spec = api.MLModelDeploymentSpec.model_validate(body.get("spec") or {})
+    except ValidationError as err:
+        observation = Observation(
+            desired_replicas=0,
+            gpu_resource="",
+            invalid_spec=invalid_spec_message(err),
+            **common,
+        )
+        return _write_status(kube, body, previous, observation, outcome="invalid")
+
+    children = build_children(owner, spec, settings)
+    if not previous:
+        created = ", ".join(f"{o['kind']} {o['metadata']['name']}" for o in children.apply)
+        kube.post_event(body, "Normal", "Created", f"creating {created}")
+    live: dict[str, dict[str, Any]] = {}
+    errors = []
+    for obj in children.apply:
+        try:
+            live[obj["kind"]], _ = kube.apply(obj)
+        except ApiException as err:
+            if is_transient(err):
+                raise TransientError(describe_error(err)) from err
+            errors.append(f"{obj['kind']} {obj['metadata']['name']}: {describe_error(err)}")
+    for ref in children.absent:
+        try:
+            kube.delete(ref)
+        except ApiException as err:
+            if is_transient(err):
+                raise TransientError(describe_error(err)) from err
+            errors.append(f"deleting {ref.kind} {ref.name}: {describe_error(err)}")
+
+    try:
+        pods = kube.list("v1", "Pod", namespace, selector_string(owner))
+    except ApiException as err:
+        if is_transient(err):
+            raise TransientError(describe_error(err)) from err
+        errors.append(f"listing pods: {describe_error(err)}")
+        pods = []
+    observation = Observation(
+        desired_replicas=spec.replicas,
+        gpu_resource=spec.computational_resources.gpu_resource,
+        deployment=live.get("Deployment"),
+        pods=pods,
+        reconcile_error="; ".join(errors) or None,
+        **common,
+    )
+    return _write_status(kube, body, previous, observation)
+
+
+def _write_status(
+    kube: Kube,
+    body: dict[str, Any],
+    previous: dict[str, Any],
+    observation: Observation,
+    outcome: str | None = None,
+) -> str:
+    status = compute_status(observation, previous, now_rfc3339())
+    meta = body["metadata"]
+    if any(previous.get(key) != value for key, value in status.items()):
+        kube.patch_model_status(meta["namespace"], meta["name"], status)
+    for event in transition_events(previous, status):
+        kube.post_event(body, event.type, event.reason, event.message)
+    return outcome or status["phase"].lower()
+
+
+class Reconciler:
+    """Serialises and coalesces reconciles per resource, and records their metrics."""
+
+    def __init__(self, kube: Kube, settings: BuildSettings) -> None:
+        self.kube = kube
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._running: set[tuple[str, str]] = set()
+        self._again: set[tuple[str, str]] = set()
+        self._known: set[tuple[str, str]] = set()
+
+    def __call__(self, namespace: str, name: str) -> str | None:
+        """Reconcile now, or, if a reconcile of the same resource is running, make it run once
+        more when it ends (and return None)."""
+        key = (namespace, name)
+        with self._lock:
+            if key in self._running:
+                self._again.add(key)
+                return None
+            self._running.add(key)
+        try:
+            while True:
+                outcome = self._timed(lambda: reconcile_once(self.kube, self.settings, *key))
+                with self._lock:
+                    if key not in self._again:
+                        return outcome
+                    self._again.discard(key)
+        finally:
+            with self._lock:
+                self._running.discard(key)
+                self._again.discard(key)
+
+    def _timed(self, run: Callable[[], str]) -> str:
+        start = time.perf_counter()
+        try:
+            outcome = run()
+        except Exception:
+            metrics.RECONCILES.labels(result="error").inc()
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - start)
+        metrics.RECONCILES.labels(result=outcome).inc()
+        return outcome
+
+    def track(self, namespace: str, name: str, present: bool) -> None:
+        with self._lock:
+            (self._known.add if present else self._known.discard)((namespace, name))
+            metrics.MANAGED_RESOURCES.set(len(self._known))

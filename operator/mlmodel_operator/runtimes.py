@@ -1,0 +1,122 @@
+"""The runtime catalog: which model server runs each model_type, and how it is told where the
+model is.
+
+Defaults below; an installation overrides images (or any field) with a YAML or JSON file mapping
+runtime names to fields (`--runtime-catalog`, Helm value `runtimeCatalog`), and a resource
+overrides the image with `spec.image`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlmodel_operator.api import ModelType
+
+MODEL_DIR = "/mnt/models"
+
+
+class Runtime(BaseModel):
+    """A model server: its image, ports, health endpoints and how it takes a model location."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    image: str
+    port: int = Field(ge=1, le=65535, description="HTTP inference port")
+    metrics_port: int | None = Field(None, description="the server's own Prometheus port")
+    protocol: Literal["v2", "v1"] = Field("v2", description="REST protocol: OIP v2 or KServe v1")
+    readiness_path: str | None = Field(None, description="HTTP GET path; None probes the port")
+    liveness_path: str | None = None
+    # How the model location reaches the server: a command-line flag or an environment variable.
+    model_flag: str | None = None
+    model_env: str | None = None
+    hub_flag: str | None = Field(None, description="flag that takes an hf:// repository id")
+    command: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    user_id: int = Field(1000, description="UID the image's server runs as (non-root)")
+
+
+DEFAULT_RUNTIMES: dict[str, Runtime] = {
+    "triton": Runtime(
+        name="triton",
+        image="nvcr.io/nvidia/tritonserver:25.01-py3",
+        port=8000,
+        metrics_port=8002,
+        readiness_path="/v2/health/ready",
+        liveness_path="/v2/health/live",
+        command=["tritonserver"],
+        args=["--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"],
+        model_flag="--model-repository",
+    ),
+    "mlserver": Runtime(
+        name="mlserver",
+        image="docker.io/seldonio/mlserver:1.7.1",
+        port=8080,
+        metrics_port=8082,
+        readiness_path="/v2/health/ready",
+        liveness_path="/v2/health/live",
+        command=["mlserver", "start", MODEL_DIR],
+        env={"MLSERVER_HTTP_PORT": "8080", "MLSERVER_METRICS_PORT": "8082"},
+        model_env="MLSERVER_MODEL_URI",
+    ),
+    "huggingface": Runtime(
+        name="huggingface",
+        image="docker.io/kserve/huggingfaceserver:v0.15.2",
+        port=8080,
+        protocol="v1",
+        readiness_path="/v2/health/ready",
+        liveness_path="/v2/health/live",
+        args=["--http_port=8080"],
+        model_flag="--model_dir",
+        hub_flag="--model_id",
+    ),
+    "custom": Runtime(
+        name="custom",
+        image="",  # always spec.image
+        port=8080,
+        model_env="MODEL_URI",
+    ),
+}
+
+RUNTIME_FOR_MODEL_TYPE: dict[ModelType, str] = {
+    ModelType.neural_network: "triton",
+    ModelType.onnx: "triton",
+    ModelType.tensorflow: "triton",
+    ModelType.pytorch: "triton",
+    ModelType.sklearn: "mlserver",
+    ModelType.xgboost: "mlserver",
+    ModelType.lightgbm: "mlserver",
+    ModelType.huggingface: "huggingface",
+    ModelType.custom: "custom",
+}
+
+# MLServer picks its inference runtime from this variable.
+MLSERVER_IMPLEMENTATIONS: dict[ModelType, str] = {
+    ModelType.sklearn: "mlserver_sklearn.SKLearnModel",
+    ModelType.xgboost: "mlserver_xgboost.XGBoostModel",
+    ModelType.lightgbm: "mlserver_lightgbm.LightGBMModel",
+}
+
+
+def load_catalog(path: Path | None) -> dict[str, Runtime]:
+    """The default catalog with the overrides from `path` (YAML or JSON) merged in."""
+    if path is None:
+        return dict(DEFAULT_RUNTIMES)
+    text = path.read_text()
+    overrides = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    catalog = dict(DEFAULT_RUNTIMES)
+    for name, fields in (overrides or {}).items():
+        base = catalog.get(name)
+        merged = {**(base.model_dump() if base else {"name": name}), **fields}
+        catalog[name] = Runtime.model_validate(merged)
+    return catalog
+
+
+def runtime_for(model_type: ModelType | str, catalog: dict[str, Runtime]) -> Runtime:
+    return catalog[RUNTIME_FOR_MODEL_TYPE[ModelType(model_type)]]

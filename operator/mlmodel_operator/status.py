@@ -1,0 +1,242 @@
+"""Pure status logic: what the children look like now -> the MLModelDeployment's status.
+
+Conditions follow Kubernetes conventions (one per type; lastTransitionTime moves only when the
+status flips; observedGeneration on status and on every condition), so kstatus (Flux), Argo CD
+and `kubectl wait --for=condition=Ready` read them correctly, mid-rollout as well as at the end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlmodel_operator.builders.meta import VERSION_LABEL
+
+READY, PROGRESSING, AVAILABLE, SCHEDULED = "Ready", "Progressing", "Available", "Scheduled"
+CONDITION_TYPES = (READY, PROGRESSING, AVAILABLE, SCHEDULED)
+# Phases in which something needs a person's attention; their events are Warnings.
+TROUBLED_PHASES = {"Degraded", "Failed"}
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything the status is computed from, read in one reconcile."""
+
+    generation: int
+    desired_replicas: int
+    gpu_resource: str
+    endpoint: str
+    selector: str
+    deployment: dict[str, Any] | None = None
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    invalid_spec: str | None = None  # why the stored spec cannot be served
+    reconcile_error: str | None = None  # a permanent API error (e.g. a missing permission)
+
+
+@dataclass(frozen=True)
+class Cond:
+    status: str
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+def _condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
+    if not obj:
+        return None
+    conditions = obj.get("status", {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == type_), None)
+
+
+def _is_terminating(pod: dict[str, Any]) -> bool:
+    return bool(pod.get("metadata", {}).get("deletionTimestamp"))
+
+
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    ready = _condition(pod, "Ready")
+    return not _is_terminating(pod) and ready is not None and ready.get("status") == "True"
+
+
+def unschedulable_pods(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for pod in pods:
+        scheduled = _condition(pod, "PodScheduled")
+        if (
+            not _is_terminating(pod)
+            and scheduled
+            and scheduled.get("status") == "False"
+            and scheduled.get("reason") == "Unschedulable"
+        ):
+            out.append(pod)
+    return out
+
+
+def serving_versions(pods: list[dict[str, Any]]) -> str | None:
+    """The model_version labels of the pods that are ready, e.g. "v1" or mid-rollout "v1,v2"."""
+    versions = {
+        pod["metadata"].get("labels", {}).get(VERSION_LABEL) for pod in pods if _pod_ready(pod)
+    }
+    versions.discard(None)
+    return ",".join(sorted(versions)) or None  # type: ignore[arg-type]
+
+
+def _scheduling(obs: Observation) -> Cond:
+    stuck = unschedulable_pods(obs.pods)
+    if not stuck:
+        return Cond("True", "PodsScheduled", "every model pod has a node")
+    verdict = _condition(stuck[0], "PodScheduled") or {}
+    scheduler_message = verdict.get("message", "")
+    reason = (
+        "InsufficientGPU"
+        if f"Insufficient {obs.gpu_resource}" in scheduler_message
+        else ("Unschedulable")
+    )
+    return Cond(
+        "False", reason, f"{len(stuck)} pod(s) cannot be scheduled: {scheduler_message}".strip()
+    )
+
+
+def evaluate(obs: Observation) -> tuple[str, dict[str, Cond]]:
+    """The phase and the four conditions, before timestamps and generations are added."""
+    if obs.invalid_spec is not None:
+        bad = Cond("False", "InvalidSpec", obs.invalid_spec)
+        return "Failed", {
+            READY: bad,
+            PROGRESSING: bad,
+            AVAILABLE: Cond("Unknown", "InvalidSpec"),
+            SCHEDULED: Cond("Unknown", "InvalidSpec"),
+        }
+    if obs.reconcile_error is not None:
+        bad = Cond("False", "ReconcileError", obs.reconcile_error)
+        return "Failed", {
+            READY: bad,
+            PROGRESSING: bad,
+            AVAILABLE: Cond("Unknown", "ReconcileError"),
+            SCHEDULED: Cond("Unknown", "ReconcileError"),
+        }
+    deployment = obs.deployment
+    if deployment is None:
+        creating = Cond("False", "Creating", "creating the model server Deployment")
+        return "Pending", {
+            READY: creating,
+            PROGRESSING: Cond("True", "Creating", creating.message),
+            AVAILABLE: Cond("False", "Creating"),
+            SCHEDULED: Cond("Unknown", "Creating"),
+        }
+
+    desired = obs.desired_replicas
+    status = deployment.get("status", {})
+    total = status.get("replicas", 0)
+    updated = status.get("updatedReplicas", 0)
+    ready = status.get("readyReplicas", 0)
+    available = status.get("availableReplicas", 0)
+    # The Deployment controller has not seen our latest write yet: its status describes the
+    # previous spec, so nothing can be called done.
+    observed = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+    complete = observed and updated == desired and total == desired and available == desired
+
+    dep_progressing = _condition(deployment, "Progressing") or {}
+    stalled = observed and dep_progressing.get("reason") == "ProgressDeadlineExceeded"
+    dep_available = _condition(deployment, "Available")
+    scheduling = _scheduling(obs)
+
+    old = max(total - updated, 0)
+    rollout = f"rolling out: {updated} of {desired} replicas updated, {ready} ready"
+    if old:
+        rollout += f", {old} old replica(s) still serving"
+
+    conditions = {
+        SCHEDULED: scheduling,
+        AVAILABLE: Cond(
+            dep_available.get("status", "Unknown"),
+            dep_available.get("reason", "Unknown"),
+            dep_available.get("message", ""),
+        )
+        if dep_available
+        else Cond("False", "Creating"),
+    }
+    if stalled:
+        message = dep_progressing.get("message", "the rollout made no progress in time")
+        conditions[PROGRESSING] = Cond("False", "ProgressDeadlineExceeded", message)
+        conditions[READY] = Cond("False", "ProgressDeadlineExceeded", message)
+        return "Degraded", conditions
+    if complete and scheduling.status == "True":
+        conditions[PROGRESSING] = Cond("False", "RolloutComplete", "the rollout is complete")
+        conditions[READY] = (
+            Cond("True", "ScaledToZero", "scaled to zero replicas")
+            if desired == 0
+            else Cond("True", "ModelServing", f"{ready}/{desired} replicas ready")
+        )
+        return "Ready", conditions
+    conditions[PROGRESSING] = Cond("True", "RollingOut", rollout)
+    if scheduling.status == "False":
+        conditions[READY] = Cond("False", scheduling.reason, scheduling.message)
+        return ("Failed" if ready == 0 else "Degraded"), conditions
+    conditions[READY] = Cond("False", "RollingOut", rollout)
+    return "Progressing", conditions
+
+
+def merge_conditions(
+    previous: list[dict[str, Any]], current: dict[str, Cond], generation: int, now: str
+) -> list[dict[str, Any]]:
+    before = {c.get("type"): c for c in previous}
+    merged = []
+    for type_ in CONDITION_TYPES:
+        cond = current[type_]
+        prior = before.get(type_)
+        flipped = prior is None or prior.get("status") != cond.status
+        merged.append(
+            {
+                "type": type_,
+                "status": cond.status,
+                "reason": cond.reason,
+                "message": cond.message,
+                "lastTransitionTime": now if flipped else prior["lastTransitionTime"],
+                "observedGeneration": generation,
+            }
+        )
+    return merged
+
+
+def compute_status(obs: Observation, previous: dict[str, Any], now: str) -> dict[str, Any]:
+    """The full status to store. Unchanged input gives an unchanged status (no write needed)."""
+    phase, conditions = evaluate(obs)
+    dep_status = (obs.deployment or {}).get("status", {})
+    ready = dep_status.get("readyReplicas", 0)
+    return {
+        "observedGeneration": obs.generation,
+        "phase": phase,
+        "conditions": merge_conditions(
+            previous.get("conditions") or [], conditions, obs.generation, now
+        ),
+        "replicas": dep_status.get("replicas", 0),
+        "readyReplicas": ready,
+        "updatedReplicas": dep_status.get("updatedReplicas", 0),
+        "ready": f"{ready}/{obs.desired_replicas}",
+        "selector": obs.selector,
+        "endpoint": obs.endpoint,
+        "modelVersion": serving_versions(obs.pods),
+        "message": conditions[READY].message,
+    }
+
+
+def _ready_reason(status: dict[str, Any]) -> str | None:
+    return next(
+        (c.get("reason") for c in status.get("conditions") or [] if c.get("type") == READY), None
+    )
+
+
+def transition_events(previous: dict[str, Any], current: dict[str, Any]) -> list[Event]:
+    """One Kubernetes Event when the phase or the reason for (not) being Ready changes."""
+    before = (previous.get("phase"), _ready_reason(previous))
+    after = (current.get("phase"), _ready_reason(current))
+    if before == after or after[1] is None:
+        return []
+    kind = "Warning" if current["phase"] in TROUBLED_PHASES else "Normal"
+    return [Event(kind, after[1], current.get("message") or "")]
