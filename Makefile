@@ -46,7 +46,9 @@ crds: venv ## regenerate crds/ and the README field table from api.py
 test: venv binaries lint ## the whole suite: unit, integration and e2e against the local control plane
 	$(BIN)/pytest
 
-demo: cluster-up ## start the control plane and show it
-	@eval "$$($(CLUSTER) env)" && kubectl get nodes -L nvidia.com/gpu.product
+demo: venv cluster-up ## control plane, CRD and operator; the founding manifest applied and shown Ready
+	@bash hack/demo.sh
 
-demo-down: cluster-down ## stop everything the demo started
+demo-down: ## stop the demo's operator and the control plane
+	@bash hack/demo.sh down
+	$(CLUSTER) down

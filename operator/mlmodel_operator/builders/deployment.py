@@ -6,10 +6,12 @@ from typing import Any
 
 from mlmodel_operator import api
 from mlmodel_operator.builders.meta import (
+    RESTRICTED_CONTAINER_SECURITY,
     Owner,
     labels,
     monitor_config_name,
     object_meta,
+    restricted_pod_security,
     selector_labels,
 )
 from mlmodel_operator.builders.monitor import build_monitor_container
@@ -22,22 +24,6 @@ GPU_TAINT_KEY = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 # Large models take minutes to load; liveness only starts once the startup probe passes.
 STARTUP_PROBE_BUDGET_SECONDS = 900
-
-RESTRICTED_CONTAINER_SECURITY = {
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "capabilities": {"drop": ["ALL"]},
-}
-
-
-def restricted_pod_security(uid: int) -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": uid,
-        "runAsGroup": uid,
-        "fsGroup": uid,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
 
 
 def model_port(spec: api.MLModelDeploymentSpec, runtime: Runtime) -> int:

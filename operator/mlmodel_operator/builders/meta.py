@@ -18,6 +18,24 @@ MODEL_TYPE_LABEL = f"{api.GROUP}/model-type"
 APP_NAME = "mlmodel"
 
 
+# What the `restricted` Pod Security Standard asks of every container and pod.
+RESTRICTED_CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def restricted_pod_security(uid: int) -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": uid,
+        "runAsGroup": uid,
+        "fsGroup": uid,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 @dataclass(frozen=True)
 class Owner:
     """The MLModelDeployment a child belongs to."""

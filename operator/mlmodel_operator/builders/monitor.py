@@ -6,7 +6,12 @@ import json
 from typing import Any
 
 from mlmodel_operator import api
-from mlmodel_operator.builders.meta import Owner, monitor_config_name, object_meta
+from mlmodel_operator.builders.meta import (
+    RESTRICTED_CONTAINER_SECURITY,
+    Owner,
+    monitor_config_name,
+    object_meta,
+)
 from mlmodel_operator.monitor.settings import CONFIG_DIR, CONFIG_FILE, MonitorSettings
 from mlmodel_operator.runtimes import Runtime
 
@@ -69,5 +74,6 @@ def build_monitor_container(image: str, settings: MonitorSettings) -> dict[str, 
             "requests": {"cpu": "50m", "memory": "64Mi"},
             "limits": {"memory": "256Mi"},
         },
+        "securityContext": RESTRICTED_CONTAINER_SECURITY,
         "volumeMounts": [{"name": "monitor-config", "mountPath": CONFIG_DIR, "readOnly": True}],
     }

@@ -1,0 +1,243 @@
+"""Builders are pure: spec in, plain dicts out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cases import founding_manifest
+from mlmodel_operator import api
+from mlmodel_operator.builders import BuildSettings, Owner, build_children
+from mlmodel_operator.builders.deployment import model_location
+from mlmodel_operator.runtimes import DEFAULT_RUNTIMES, load_catalog, runtime_for
+
+OWNER = Owner(name="m", namespace="ns", uid="uid-1")
+SETTINGS = BuildSettings(runtimes=dict(DEFAULT_RUNTIMES), monitor_image="monitor:1")
+
+
+def spec(**fields: Any) -> api.MLModelDeploymentSpec:
+    return api.MLModelDeploymentSpec.model_validate(fields)
+
+
+def children(s: api.MLModelDeploymentSpec) -> dict[str, dict[str, Any]]:
+    return {obj["kind"]: obj for obj in build_children(OWNER, s, SETTINGS).apply}
+
+
+def founding() -> api.MLModelDeploymentSpec:
+    return api.MLModelDeploymentSpec.model_validate(founding_manifest()["spec"])
+
+
+def test_founding_manifest_children() -> None:
+    built = children(founding())
+    assert list(built) == ["ConfigMap", "Deployment", "Service"]
+    pod = built["Deployment"]["spec"]["template"]["spec"]
+    server, sidecar = pod["containers"]
+    assert server["image"].startswith("nvcr.io/nvidia/tritonserver:")
+    assert server["resources"] == {
+        "requests": {"memory": "64G"},
+        "limits": {"memory": "64G", "nvidia.com/gpu": "4"},
+    }
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
+    assert "nodeSelector" not in pod
+    assert sidecar["image"] == "monitor:1"
+    assert {p["name"] for p in sidecar["ports"]} == {"http", "metrics"}
+    assert server["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+
+
+def test_every_child_is_owned_and_labelled() -> None:
+    for obj in children(founding()).values():
+        meta = obj["metadata"]
+        assert meta["namespace"] == "ns"
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "machine-learning.org/v1",
+                "kind": "MLModelDeployment",
+                "name": "m",
+                "uid": "uid-1",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        for label in ("name", "instance", "managed-by", "part-of"):
+            assert f"app.kubernetes.io/{label}" in meta["labels"]
+
+
+def test_gpu_rollout_never_needs_spare_gpus() -> None:
+    strategy = children(founding())["Deployment"]["spec"]["strategy"]
+    assert strategy["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+
+
+def test_cpu_rollout_surges() -> None:
+    deployment = children(spec(model_type="sklearn"))["Deployment"]
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {
+        "maxSurge": "25%",
+        "maxUnavailable": 0,
+    }
+    assert deployment["spec"]["progressDeadlineSeconds"] == 600
+    pod = deployment["spec"]["template"]["spec"]
+    assert "tolerations" not in pod
+    assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
+
+
+def test_gpu_type_becomes_node_selector_and_mig_tolerates_nvidia_taint() -> None:
+    s = spec(
+        model_type="pytorch",
+        computational_resources={
+            "gpu_allocation": 1,
+            "gpu_type": "NVIDIA-A100-SXM4-80GB",
+            "gpu_resource": "nvidia.com/mig-1g.10gb",
+        },
+    )
+    pod = children(s)["Deployment"]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/mig-1g.10gb"] == "1"
+
+
+def test_amd_gpus_tolerate_their_own_taint() -> None:
+    s = spec(
+        model_type="onnx",
+        computational_resources={"gpu_allocation": 2, "gpu_resource": "amd.com/gpu"},
+    )
+    pod = children(s)["Deployment"]["spec"]["template"]["spec"]
+    assert pod["tolerations"][0]["key"] == "amd.com/gpu"
+
+
+def test_restricted_pod_security() -> None:
+    pod = children(founding())["Deployment"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    for container in pod["containers"]:
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+@pytest.mark.parametrize(
+    ("model_type", "image_prefix", "port"),
+    [
+        ("neural_network", "nvcr.io/nvidia/tritonserver", 8000),
+        ("onnx", "nvcr.io/nvidia/tritonserver", 8000),
+        ("sklearn", "docker.io/seldonio/mlserver", 8080),
+        ("xgboost", "docker.io/seldonio/mlserver", 8080),
+        ("huggingface", "docker.io/kserve/huggingfaceserver", 8080),
+    ],
+)
+def test_runtime_catalog_by_model_type(model_type: str, image_prefix: str, port: int) -> None:
+    server = children(spec(model_type=model_type))["Deployment"]["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert server["image"].startswith(image_prefix)
+    assert server["ports"][0]["containerPort"] == port
+
+
+def test_image_override_and_custom_runtime() -> None:
+    s = spec(model_type="custom", image="ghcr.io/acme/m:1", port=9000)
+    server = children(s)["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert server["image"] == "ghcr.io/acme/m:1"
+    assert server["ports"][0]["containerPort"] == 9000
+    assert server["readinessProbe"] == {
+        "tcpSocket": {"port": "model-http"},
+        "periodSeconds": 5,
+        "failureThreshold": 3,
+    }
+    overridden = children(spec(model_type="sklearn", image="registry.local/mlserver:2"))
+    containers = overridden["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert containers[0]["image"] == "registry.local/mlserver:2"
+
+
+def test_installation_catalog_overrides(tmp_path: Any) -> None:
+    path = tmp_path / "catalog.yaml"
+    path.write_text("triton:\n  image: mirror.local/triton:1\n")
+    catalog = load_catalog(path)
+    assert catalog["triton"].image == "mirror.local/triton:1"
+    assert catalog["triton"].port == 8000  # everything else kept
+    assert catalog["mlserver"] == DEFAULT_RUNTIMES["mlserver"]
+
+
+@pytest.mark.parametrize(
+    ("model_type", "uri", "arg", "env", "claim"),
+    [
+        ("neural_network", "s3://bucket/repo", "--model-repository=s3://bucket/repo", None, None),
+        ("neural_network", None, "--model-repository=/mnt/models", None, None),
+        ("onnx", "pvc://models/resnet", "--model-repository=/mnt/models/resnet", None, "models"),
+        ("sklearn", "gs://b/iris", None, ("MLSERVER_MODEL_URI", "gs://b/iris"), None),
+        ("huggingface", "hf://org/bert", "--model_id=org/bert", None, None),
+        ("custom", "https://x/y", None, ("MODEL_URI", "https://x/y"), None),
+    ],
+)
+def test_model_uri_reaches_the_runtime_its_way(
+    model_type: str, uri: str | None, arg: str | None, env: tuple | None, claim: str | None
+) -> None:
+    fields: dict[str, Any] = {"model_type": model_type}
+    if uri:
+        fields["model_uri"] = uri
+    if model_type == "custom":
+        fields["image"] = "x:1"
+    s = spec(**fields)
+    args, env_vars, volumes, mounts = model_location(s, runtime_for(s.model_type, DEFAULT_RUNTIMES))
+    assert (arg in args) if arg else not args
+    if env:
+        assert env_vars[env[0]] == env[1]
+    if claim:
+        assert volumes[0]["persistentVolumeClaim"] == {"claimName": claim, "readOnly": True}
+        assert mounts[0]["mountPath"] == "/mnt/models"
+
+
+def test_memory_and_cpu_are_canonical_quantities() -> None:
+    s = spec(
+        model_type="sklearn",
+        computational_resources={"memory_requirements": "1.5GiB", "cpu": "0.5"},
+    )
+    resources = children(s)["Deployment"]["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["requests"] == {"memory": "1536Mi", "cpu": "500m"}
+    assert resources["limits"] == {"memory": "1536Mi"}
+
+
+def test_monitoring_off_means_no_sidecar_and_configmap_absent() -> None:
+    s = spec(
+        model_type="sklearn",
+        monitoring={"performance_tracking": "disabled", "drift_detection": "inactive"},
+    )
+    built = build_children(OWNER, s, SETTINGS)
+    kinds = [obj["kind"] for obj in built.apply]
+    assert kinds == ["Deployment", "Service"]
+    assert [(r.kind, r.name) for r in built.absent] == [("ConfigMap", "m-monitor")]
+    deployment = built.apply[0]
+    assert [c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]] == [
+        "model-server"
+    ]
+    service_ports = {p["name"]: p["targetPort"] for p in built.apply[1]["spec"]["ports"]}
+    assert service_ports == {"http": "model-http", "metrics": "model-metrics"}
+
+
+def test_sidecar_config_follows_spec_and_rolls_pods_when_changed() -> None:
+    quiet = children(spec(model_type="sklearn"))
+    drifting = children(spec(model_type="sklearn", monitoring={"drift_detection": "active"}))
+    assert '"drift": null' in quiet["ConfigMap"]["data"]["config.json"]
+    assert '"window_size": 1000' in drifting["ConfigMap"]["data"]["config.json"]
+    hash_key = "machine-learning.org/monitor-config-hash"
+
+    def config_hash(built: dict[str, Any]) -> str:
+        return built["Deployment"]["spec"]["template"]["metadata"]["annotations"][hash_key]
+
+    assert config_hash(quiet) != config_hash(drifting)
+
+
+def test_building_is_deterministic() -> None:
+    assert build_children(OWNER, founding(), SETTINGS) == build_children(
+        OWNER, founding(), SETTINGS
+    )
+
+
+def test_model_version_labels_pods() -> None:
+    deployment = children(spec(model_type="sklearn", model_version="2024-06"))["Deployment"]
+    assert deployment["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/version"] == (
+        "2024-06"
+    )
+    # The selector never includes the version: a Deployment's selector cannot change.
+    assert "app.kubernetes.io/version" not in deployment["spec"]["selector"]["matchLabels"]

@@ -1,0 +1,13 @@
+from mlmodel_operator.config import from_env, parse_args
+
+
+def test_defaults() -> None:
+    cfg = from_env({})
+    assert cfg.namespaces == [] and cfg.resync_seconds == 300 and cfg.api_qps == 20
+
+
+def test_environment_then_flags() -> None:
+    env = {"MLMODEL_NAMESPACES": "a, b", "MLMODEL_WORKERS": "3", "MLMODEL_LOG_LEVEL": "DEBUG"}
+    assert from_env(env).namespaces == ["a", "b"]
+    cfg = parse_args(["--workers", "5", "--resync-seconds", "30"], env)
+    assert (cfg.workers, cfg.resync_seconds, cfg.log_level) == (5, 30.0, "DEBUG")

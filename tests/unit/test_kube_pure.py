@@ -1,0 +1,36 @@
+"""The pure parts of the apply helper: when the live object already matches."""
+
+from mlmodel_operator.kube import HASH_ANNOTATION, covers, resource_path, with_hash
+
+
+def test_covers_ignores_fields_added_by_the_server() -> None:
+    desired = {"spec": {"containers": [{"name": "a", "image": "x"}]}}
+    live = {"spec": {"containers": [{"name": "a", "image": "x", "imagePullPolicy": "Always"}]}}
+    assert covers(live, desired)
+
+
+def test_covers_notices_changed_values_and_list_lengths() -> None:
+    desired = {"spec": {"replicas": 1, "containers": [{"name": "a"}]}}
+    assert not covers({"spec": {"replicas": 3, "containers": [{"name": "a"}]}}, desired)
+    assert not covers(
+        {"spec": {"replicas": 1, "containers": [{"name": "a"}, {"name": "b"}]}}, desired
+    )
+    assert not covers({"spec": {}}, desired)
+
+
+def test_hash_changes_when_a_field_is_dropped() -> None:
+    full = {"metadata": {"name": "x"}, "spec": {"a": 1, "b": 2}}
+    smaller = {"metadata": {"name": "x"}, "spec": {"a": 1}}
+    live = with_hash(full)
+    assert covers(live, with_hash(full))
+    # covers() alone would accept `smaller`; the hash annotation does not.
+    assert not covers(live, with_hash(smaller))
+    assert HASH_ANNOTATION in live["metadata"]["annotations"]
+
+
+def test_resource_paths() -> None:
+    assert resource_path("v1", "Service", "ns", "s") == "/api/v1/namespaces/ns/services/s"
+    assert (
+        resource_path("machine-learning.org/v1", "MLModelDeployment", "ns", "m", "status")
+        == "/apis/machine-learning.org/v1/namespaces/ns/mlmodeldeployments/m/status"
+    )

@@ -1,0 +1,296 @@
+"""Observed children -> phase and conditions, as a table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mlmodel_operator.status import (
+    Observation,
+    compute_status,
+    evaluate,
+    merge_conditions,
+    transition_events,
+)
+
+NOW, LATER = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+
+
+def deployment(
+    *,
+    generation: int = 1,
+    observed: int = 1,
+    replicas: int = 1,
+    updated: int = 1,
+    ready: int = 1,
+    available: int = 1,
+    progressing_reason: str = "NewReplicaSetAvailable",
+    available_status: str = "True",
+) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": generation},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": replicas,
+            "updatedReplicas": updated,
+            "readyReplicas": ready,
+            "availableReplicas": available,
+            "conditions": [
+                {"type": "Progressing", "status": "True", "reason": progressing_reason},
+                {"type": "Available", "status": available_status, "reason": "MinimumReplicas"},
+            ],
+        },
+    }
+
+
+def pod(*, ready: bool = True, unschedulable: str | None = None, version: str = "v1") -> dict:
+    conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
+    if unschedulable is not None:
+        conditions = [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": unschedulable,
+            }
+        ]
+    return {
+        "metadata": {"labels": {"app.kubernetes.io/version": version}},
+        "status": {"phase": "Running" if ready else "Pending", "conditions": conditions},
+    }
+
+
+GPU_MESSAGE = (
+    "0/4 nodes are available: 2 Insufficient nvidia.com/gpu, 2 node(s) had untolerated taint"
+)
+
+
+def obs(**kw: Any) -> Observation:
+    base: dict[str, Any] = {
+        "generation": 1,
+        "desired_replicas": 1,
+        "gpu_resource": "nvidia.com/gpu",
+        "endpoint": "http://m.ns.svc.cluster.local",
+        "selector": "a=b",
+    }
+    return Observation(**{**base, **kw})
+
+
+# (id, observation, phase, Ready (status, reason), Progressing status, Scheduled status)
+TABLE = [
+    ("no-deployment-yet", obs(), "Pending", ("False", "Creating"), "True", "Unknown"),
+    (
+        "controller-not-caught-up",
+        obs(deployment=deployment(generation=2, observed=1), pods=[pod()]),
+        "Progressing",
+        ("False", "RollingOut"),
+        "True",
+        "True",
+    ),
+    (
+        "new-replicaset-not-available",
+        obs(
+            desired_replicas=2,
+            deployment=deployment(replicas=3, updated=1, ready=2, available=2),
+            pods=[pod(), pod(), pod(ready=False)],
+        ),
+        "Progressing",
+        ("False", "RollingOut"),
+        "True",
+        "True",
+    ),
+    (
+        "old-pods-still-serving",
+        obs(deployment=deployment(replicas=2, updated=1, ready=2, available=2), pods=[pod()]),
+        "Progressing",
+        ("False", "RollingOut"),
+        "True",
+        "True",
+    ),
+    (
+        "complete",
+        obs(deployment=deployment(), pods=[pod()]),
+        "Ready",
+        ("True", "ModelServing"),
+        "False",
+        "True",
+    ),
+    (
+        "scaled-to-zero",
+        obs(desired_replicas=0, deployment=deployment(replicas=0, updated=0, ready=0, available=0)),
+        "Ready",
+        ("True", "ScaledToZero"),
+        "False",
+        "True",
+    ),
+    (
+        "deadline-exceeded",
+        obs(
+            deployment=deployment(
+                updated=0, ready=0, available=0, progressing_reason="ProgressDeadlineExceeded"
+            ),
+            pods=[pod(ready=False)],
+        ),
+        "Degraded",
+        ("False", "ProgressDeadlineExceeded"),
+        "False",
+        "True",
+    ),
+    (
+        "insufficient-gpu-nothing-serving",
+        obs(
+            deployment=deployment(ready=0, available=0, available_status="False"),
+            pods=[pod(ready=False, unschedulable=GPU_MESSAGE)],
+        ),
+        "Failed",
+        ("False", "InsufficientGPU"),
+        "True",
+        "False",
+    ),
+    (
+        "insufficient-gpu-old-pods-serving",
+        obs(
+            desired_replicas=2,
+            deployment=deployment(replicas=2, updated=1, ready=1, available=1),
+            pods=[pod(), pod(ready=False, unschedulable=GPU_MESSAGE)],
+        ),
+        "Degraded",
+        ("False", "InsufficientGPU"),
+        "True",
+        "False",
+    ),
+    (
+        "unschedulable-other-cause",
+        obs(
+            deployment=deployment(ready=0, available=0),
+            pods=[pod(ready=False, unschedulable="0/4 nodes are available: 4 Insufficient memory")],
+        ),
+        "Failed",
+        ("False", "Unschedulable"),
+        "True",
+        "False",
+    ),
+    (
+        "invalid-spec",
+        obs(invalid_spec="spec.x: bad"),
+        "Failed",
+        ("False", "InvalidSpec"),
+        "False",
+        "Unknown",
+    ),
+    (
+        "missing-permission",
+        obs(reconcile_error="Service m: forbidden"),
+        "Failed",
+        ("False", "ReconcileError"),
+        "False",
+        "Unknown",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "observation", "phase", "ready", "progressing", "scheduled"),
+    TABLE,
+    ids=[row[0] for row in TABLE],
+)
+def test_status_table(
+    case: str,
+    observation: Observation,
+    phase: str,
+    ready: tuple[str, str],
+    progressing: str,
+    scheduled: str,
+) -> None:
+    got_phase, conditions = evaluate(observation)
+    assert got_phase == phase
+    assert (conditions["Ready"].status, conditions["Ready"].reason) == ready
+    assert conditions["Progressing"].status == progressing
+    assert conditions["Scheduled"].status == scheduled
+
+
+def test_unschedulable_message_is_the_schedulers() -> None:
+    _, conditions = evaluate(
+        obs(deployment=deployment(ready=0), pods=[pod(ready=False, unschedulable=GPU_MESSAGE)])
+    )
+    assert GPU_MESSAGE in conditions["Scheduled"].message
+    assert conditions["Ready"].message == conditions["Scheduled"].message
+
+
+def test_rollout_message_counts_old_replicas() -> None:
+    _, conditions = evaluate(
+        obs(
+            desired_replicas=2,
+            deployment=deployment(replicas=3, updated=1, ready=2, available=2),
+        )
+    )
+    assert conditions["Ready"].message == (
+        "rolling out: 1 of 2 replicas updated, 2 ready, 2 old replica(s) still serving"
+    )
+
+
+def test_last_transition_time_moves_only_on_a_flip() -> None:
+    first = compute_status(obs(deployment=deployment(ready=0, available=0)), {}, NOW)
+    same = compute_status(obs(deployment=deployment(ready=0, available=0)), first, LATER)
+    assert same == first  # nothing changed: an identical status, so no write
+    flipped = compute_status(obs(deployment=deployment(), pods=[pod()]), same, LATER)
+    by_type = {c["type"]: c for c in flipped["conditions"]}
+    assert by_type["Ready"]["lastTransitionTime"] == LATER
+    assert by_type["Scheduled"]["lastTransitionTime"] == NOW  # stayed True
+
+
+def test_observed_generation_on_status_and_every_condition() -> None:
+    status = compute_status(obs(generation=7, deployment=deployment()), {}, NOW)
+    assert status["observedGeneration"] == 7
+    assert {c["observedGeneration"] for c in status["conditions"]} == {7}
+
+
+def test_one_condition_per_type() -> None:
+    previous = [{"type": "Ready", "status": "True", "lastTransitionTime": NOW}] * 2
+    _, conditions = evaluate(obs(deployment=deployment()))
+    merged = merge_conditions(previous, conditions, 1, LATER)
+    types = [c["type"] for c in merged]
+    assert sorted(types) == sorted(set(types))
+
+
+def test_serving_versions_mid_rollout() -> None:
+    status = compute_status(
+        obs(
+            deployment=deployment(replicas=2, updated=1, ready=2),
+            pods=[pod(version="v1"), pod(version="v2"), pod(ready=False, version="v3")],
+        ),
+        {},
+        NOW,
+    )
+    assert status["modelVersion"] == "v1,v2"
+
+
+def test_counts_and_display() -> None:
+    status = compute_status(
+        obs(desired_replicas=3, deployment=deployment(replicas=3, updated=2, ready=1)), {}, NOW
+    )
+    assert (status["replicas"], status["updatedReplicas"], status["readyReplicas"]) == (3, 2, 1)
+    assert status["ready"] == "1/3"
+
+
+def test_events_on_transitions_only() -> None:
+    pending = compute_status(obs(), {}, NOW)
+    rolling = compute_status(obs(deployment=deployment(ready=0, available=0)), pending, NOW)
+    ready = compute_status(obs(deployment=deployment(), pods=[pod()]), rolling, NOW)
+    stuck = compute_status(
+        obs(deployment=deployment(ready=0), pods=[pod(ready=False, unschedulable=GPU_MESSAGE)]),
+        ready,
+        NOW,
+    )
+    assert [e.reason for e in transition_events({}, pending)] == ["Creating"]
+    assert [(e.type, e.reason) for e in transition_events(pending, rolling)] == [
+        ("Normal", "RollingOut")
+    ]
+    assert [(e.type, e.reason) for e in transition_events(rolling, ready)] == [
+        ("Normal", "ModelServing")
+    ]
+    assert [(e.type, e.reason) for e in transition_events(ready, stuck)] == [
+        ("Warning", "InsufficientGPU")
+    ]
+    assert transition_events(ready, ready) == []
