@@ -18,8 +18,18 @@ class MonitorSettings(BaseModel):
 
     model_name: str
     upstream: str  # the model server in the same pod, e.g. http://127.0.0.1:8000
+    # GET path on the model server that answers 200 when it is ready; None: a TCP connect.
+    upstream_ready_path: str | None = "/v2/health/ready"
     protocol: Literal["v2", "v1"] = "v2"
+    listen_host: str = "0.0.0.0"
     listen_port: int = SIDECAR_PROXY_PORT
     metrics_port: int = SIDECAR_METRICS_PORT
     performance_tracking: bool = True
     drift: DriftSettings | None = None  # None: drift detection inactive
+    # Requests larger than this are refused with 413 before they reach the model server.
+    max_body_bytes: int = 64 * 2**20
+    # Responses up to this size are kept for output drift; larger ones only pass through.
+    max_capture_bytes: int = 4 * 2**20
+    upstream_timeout_seconds: float = 300.0
+    # Payloads waiting for the drift worker; more are dropped (and counted), never waited for.
+    queue_size: int = 1000

@@ -1,0 +1,215 @@
+"""The drift detector: bounded windows of recent values per feature, compared with a reference.
+
+Memory is bounded whatever the traffic: at most `max_features` features per detector, each with
+a window of `window_size` values. A feature's reference comes from the reference data when it
+has a column of that name (or, for a tensor column `x[j]`, the column `j`); otherwise the first
+full window of live traffic becomes its reference.
+
+A feature has drifted when the change is both significant (p-value below the threshold, divided
+by the number of features tested, so the model-level false-alarm rate stays at the configured
+level) and large enough to matter (effect size at least the threshold): with big windows a
+negligible shift is still "significant".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mlmodel_operator.api import DriftSettings
+from mlmodel_operator.monitor.payloads import Columns
+from mlmodel_operator.monitor.stats import (
+    CategoricalReference,
+    NumericReference,
+    categorical_test,
+    ks_pvalues,
+    ks_statistic,
+    psi,
+)
+
+Reference = NumericReference | CategoricalReference
+MIN_SAMPLES = 100  # fewer values than this in a window (or the whole window if smaller) wait
+MAX_FEATURES = 64
+_INDEX = re.compile(r"\[(\d+)\]$")
+
+
+@dataclass(frozen=True)
+class FeatureResult:
+    direction: str  # input or output
+    feature: str
+    method: str  # ks, psi or chi2
+    score: float  # KS statistic, PSI, or total variation distance
+    p_value: float
+    samples: int
+    drifted: bool
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    features: list[FeatureResult]
+    drifted: bool
+    checked_at: float
+
+
+@dataclass
+class _Feature:
+    numeric: bool
+    window: deque = field(default_factory=deque)
+    reference: Reference | None = None
+
+
+def is_numeric(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+class DriftDetector:
+    def __init__(
+        self,
+        settings: DriftSettings,
+        reference_columns: dict[str, list[object]] | None = None,
+        max_features: int = MAX_FEATURES,
+    ) -> None:
+        self.settings = settings
+        self.max_features = max_features
+        self.reference_columns = reference_columns or {}
+        self.features: dict[tuple[str, str], _Feature] = {}
+        self.min_samples = min(MIN_SAMPLES, settings.window_size)
+        self.new_samples = 0
+        self.last_check = time.monotonic()
+        self.rejected = Counter[str]()  # why values were not used: nonfinite, type, overflow
+
+    # --- intake ------------------------------------------------------------------------------
+
+    def add(self, direction: str, columns: Columns) -> None:
+        for name, values in columns.items():
+            feature = self._feature(direction, name, values)
+            if feature is None:
+                continue
+            for value in values:
+                if feature.numeric:
+                    if not is_numeric(value):
+                        self.rejected["type"] += 1
+                        continue
+                    if not math.isfinite(value):
+                        self.rejected["nonfinite"] += 1
+                        continue
+                    feature.window.append(float(value))
+                else:
+                    feature.window.append(str(value))
+            self.new_samples += len(values)
+            self._maybe_freeze_baseline(feature)
+
+    def _feature(self, direction: str, name: str, values: list[object]) -> _Feature | None:
+        key = (direction, name)
+        feature = self.features.get(key)
+        if feature is not None:
+            return feature
+        if len(self.features) >= self.max_features or not values:
+            self.rejected["overflow"] += len(values)
+            return None
+        numeric = all(is_numeric(v) for v in values)
+        feature = _Feature(numeric=numeric, window=deque(maxlen=self.settings.window_size))
+        feature.reference = self._reference_for(name, numeric)
+        self.features[key] = feature
+        return feature
+
+    def _reference_for(self, name: str, numeric: bool) -> Reference | None:
+        column = self.reference_columns.get(name)
+        if column is None and (index := _INDEX.search(name)):
+            column = self.reference_columns.get(index.group(1))
+        if column is None:
+            return None
+        if numeric:
+            return NumericReference.from_values(v for v in column if is_numeric(v))
+        return CategoricalReference.from_values(column)
+
+    def _maybe_freeze_baseline(self, feature: _Feature) -> None:
+        # Without reference data, the first full window of traffic is the reference.
+        if feature.reference is None and len(feature.window) == self.settings.window_size:
+            values = list(feature.window)
+            feature.reference = (
+                NumericReference.from_values(values)
+                if feature.numeric
+                else CategoricalReference.from_values(values)
+            )
+            feature.window.clear()
+
+    # --- checks ------------------------------------------------------------------------------
+
+    def due(self, now: float | None = None) -> bool:
+        """Every window's worth of new samples, or every check interval when there were any."""
+        now = time.monotonic() if now is None else now
+        if self.new_samples >= self.settings.window_size:
+            return True
+        return (
+            self.new_samples > 0 and now - self.last_check >= self.settings.check_interval_seconds
+        )
+
+    def check(self, now: float | None = None) -> CheckResult:
+        now = time.monotonic() if now is None else now
+        self.new_samples = 0
+        self.last_check = now
+        ready = [
+            (key, f)
+            for key, f in self.features.items()
+            if f.reference is not None and len(f.window) >= self.min_samples
+        ]
+        if not ready:
+            return CheckResult([], False, time.time())
+        alpha = self.settings.p_value_threshold / len(ready)
+        threshold = self.settings.effect_size_threshold
+        numeric = [(key, f) for key, f in ready if f.numeric]
+        results = [self._categorical(key, f, alpha, threshold) for key, f in ready if not f.numeric]
+        results += self._numeric(numeric, alpha, threshold)
+        return CheckResult(results, any(r.drifted for r in results), time.time())
+
+    def _numeric(
+        self, features: list[tuple[tuple[str, str], _Feature]], alpha: float, threshold: float
+    ) -> list[FeatureResult]:
+        if not features:
+            return []
+        windows = [np.sort(np.fromiter(f.window, dtype=np.float64)) for _, f in features]
+        refs: list[NumericReference] = [f.reference for _, f in features]  # type: ignore[misc]
+        statistics = [ks_statistic(r.sorted_values, w) for r, w in zip(refs, windows, strict=True)]
+        p_values = ks_pvalues(
+            statistics,
+            np.array([r.sorted_values.size for r in refs]),
+            np.array([w.size for w in windows]),
+        )
+        out = []
+        for i, ((direction, name), _) in enumerate(features):
+            if self.settings.method == "psi":
+                method, score = "psi", psi(refs[i], windows[i])
+            else:
+                method, score = "ks", statistics[i]
+            out.append(
+                FeatureResult(
+                    direction=direction,
+                    feature=name,
+                    method=method,
+                    score=score,
+                    p_value=float(p_values[i]),
+                    samples=windows[i].size,
+                    drifted=bool(p_values[i] < alpha and score >= threshold),
+                )
+            )
+        return out
+
+    def _categorical(
+        self, key: tuple[str, str], feature: _Feature, alpha: float, threshold: float
+    ) -> FeatureResult:
+        distance, p_value = categorical_test(feature.reference, feature.window)  # type: ignore[arg-type]
+        return FeatureResult(
+            direction=key[0],
+            feature=key[1],
+            method="chi2",
+            score=distance,
+            p_value=p_value,
+            samples=len(feature.window),
+            drifted=p_value < alpha and distance >= threshold,
+        )

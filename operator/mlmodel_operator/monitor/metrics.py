@@ -1,0 +1,82 @@
+"""The sidecar's Prometheus metrics, declared once. Labels are bounded: the model name (one per
+sidecar), the protocol (v2, v1, other), the status class, and drift features (at most
+MAX_FEATURES per model); never a raw path or a value from a request."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# About 1 ms to 30 s: fast tabular models to large generative ones.
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+SIZE_BUCKETS = tuple(float(4**k) for k in range(4, 15))  # 256 B .. 256 MiB
+
+REQUESTS = Counter(
+    "mlmodel_requests_total", "Requests through the sidecar", ["model", "protocol", "status_class"]
+)
+LATENCY = Histogram(
+    "mlmodel_request_duration_seconds",
+    "Time from request to the end of the response, as the client sees it",
+    ["model", "protocol"],
+    buckets=LATENCY_BUCKETS,
+)
+IN_FLIGHT = Gauge("mlmodel_requests_in_flight", "Requests being served", ["model"])
+REQUEST_SIZE = Histogram(
+    "mlmodel_request_size_bytes", "Request body sizes", ["model", "protocol"], buckets=SIZE_BUCKETS
+)
+RESPONSE_SIZE = Histogram(
+    "mlmodel_response_size_bytes",
+    "Response body sizes",
+    ["model", "protocol"],
+    buckets=SIZE_BUCKETS,
+)
+UPSTREAM_ERRORS = Counter(
+    "mlmodel_upstream_errors_total",
+    "Requests the model server did not answer: connect errors, timeouts, broken responses",
+    ["model", "kind"],
+)
+UNREADABLE_PAYLOADS = Counter(
+    "mlmodel_unreadable_payloads_total",
+    "Inference payloads the drift detector could not read (passed through untouched)",
+    ["model", "protocol"],
+)
+DROPPED_PAYLOADS = Counter(
+    "mlmodel_drift_dropped_payloads_total",
+    "Payloads not analysed because the drift worker was behind",
+    ["model"],
+)
+REJECTED_VALUES = Counter(
+    "mlmodel_drift_rejected_values_total",
+    "Values left out of drift windows (non-finite, wrong type, too many features)",
+    ["model", "reason"],
+)
+DRIFT_SCORE = Gauge(
+    "mlmodel_drift_score",
+    "Drift effect size per feature: KS statistic, PSI, or total variation distance",
+    ["model", "direction", "feature", "method"],
+)
+DRIFT_P_VALUE = Gauge(
+    "mlmodel_drift_p_value",
+    "Drift test p-value per feature",
+    ["model", "direction", "feature", "method"],
+)
+DRIFT_FEATURE_DETECTED = Gauge(
+    "mlmodel_drift_feature_detected",
+    "1 when this feature has drifted",
+    ["model", "direction", "feature"],
+)
+DRIFT_DETECTED = Gauge("mlmodel_drift_detected", "1 when any feature has drifted", ["model"])
+DRIFT_WINDOW_SAMPLES = Gauge(
+    "mlmodel_drift_window_samples",
+    "Samples in the compared window",
+    ["model", "direction", "feature"],
+)
+DRIFT_LAST_CHECK = Gauge(
+    "mlmodel_drift_last_check_timestamp_seconds", "Unix time of the last drift check", ["model"]
+)
+DRIFT_REFERENCE_AVAILABLE = Gauge(
+    "mlmodel_drift_reference_available",
+    "1 when reference data is loaded (or the live baseline is in use), 0 when it cannot be read",
+    ["model", "source"],  # source: uri or live
+)
