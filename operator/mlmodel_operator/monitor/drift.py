@@ -112,7 +112,8 @@ class DriftDetector:
         if len(self.features) >= self.max_features or not values:
             self.rejected["overflow"] += len(values)
             return None
-        numeric = all(is_numeric(v) for v in values)
+        # The first batch decides the kind; later values of the other kind are rejected.
+        numeric = 2 * sum(is_numeric(v) for v in values) >= len(values)
         feature = _Feature(numeric=numeric, window=deque(maxlen=self.settings.window_size))
         feature.reference = self._reference_for(name, numeric)
         self.features[key] = feature

@@ -128,8 +128,8 @@ class Proxy:
                 metrics.LATENCY.labels(self.model, protocol).observe(time.perf_counter() - start)
                 metrics.REQUEST_SIZE.labels(self.model, protocol).observe(len(body))
                 metrics.RESPONSE_SIZE.labels(self.model, protocol).observe(sent)
-            if capture and status == 200 and self.drift is not None:
-                self.drift.submit(protocol, body, captured)
+            if capture and self.drift is not None:
+                self.drift.submit(protocol, status, body, captured)
 
     async def _exchange(
         self, request: web.Request, body: bytes, capture: bool

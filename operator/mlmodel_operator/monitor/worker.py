@@ -16,7 +16,8 @@ from mlmodel_operator.monitor.payloads import UnreadablePayload, parse
 from mlmodel_operator.monitor.reference import ReferenceUnavailable, load_reference
 
 log = logging.getLogger(__name__)
-Payload = tuple[str, bytes, bytes | None]  # protocol, request body, response body
+# protocol, response status, request body, response body
+Payload = tuple[str, int, bytes, bytes | None]
 
 
 class DriftWorker:
@@ -36,10 +37,12 @@ class DriftWorker:
         self.queue.put(None)
         self._thread.join(timeout=5)
 
-    def submit(self, protocol: str, request_body: bytes, response_body: bytes | None) -> None:
+    def submit(
+        self, protocol: str, status: int, request_body: bytes, response_body: bytes | None
+    ) -> None:
         """Called on the request path: never blocks."""
         try:
-            self.queue.put_nowait((protocol, request_body, response_body))
+            self.queue.put_nowait((protocol, status, request_body, response_body))
         except queue.Full:
             metrics.DROPPED_PAYLOADS.labels(self.model).inc()
 
@@ -77,13 +80,17 @@ class DriftWorker:
             if self.detector is not None and self.detector.due():
                 self._check()
 
-    def _ingest(self, protocol: str, request_body: bytes, response_body: bytes | None) -> None:
+    def _ingest(
+        self, protocol: str, status: int, request_body: bytes, response_body: bytes | None
+    ) -> None:
         assert self.detector is not None
         try:
             inputs, outputs = parse(protocol, request_body, response_body)
         except UnreadablePayload:
             metrics.UNREADABLE_PAYLOADS.labels(self.model, protocol).inc()
             return
+        if status != 200:
+            return  # a request the model refused says nothing about the data it serves
         before = dict(self.detector.rejected)
         self.detector.add("input", inputs)
         self.detector.add("output", outputs)
