@@ -259,7 +259,8 @@ class DriftSettings(CRDModel):
         gt=0,
         le=10,
         description="Drift also needs an effect at least this large (KS statistic, PSI, or "
-        "Cramer's V), so large windows do not flag negligible shifts.",
+        "total variation distance for categories), so large windows do not flag negligible "
+        "shifts.",
     )
 
 
@@ -271,6 +272,17 @@ class PerformanceTracking(StrEnum):
 class DriftDetection(StrEnum):
     active = "active"
     inactive = "inactive"
+
+
+class AlertThresholds(CRDModel):
+    """Where the PrometheusRule's alerts fire (with the Prometheus Operator installed)."""
+
+    p99_latency_seconds: StrictFloat = Field(
+        1.0, gt=0, le=3600, description="Alert when the p99 request latency stays above this."
+    )
+    error_ratio: StrictFloat = Field(
+        0.05, gt=0, le=1, description="Alert when this share of requests fails (5xx) for 10m."
+    )
 
 
 class Monitoring(CRDModel):
@@ -288,6 +300,10 @@ class Monitoring(CRDModel):
     drift: DriftSettings = Field(
         default_factory=DriftSettings,  # type: ignore[arg-type]
         description="Drift detection settings, used while drift_detection is active.",
+    )
+    alerts: AlertThresholds = Field(
+        default_factory=AlertThresholds,  # type: ignore[arg-type]
+        description="Alert thresholds for the PrometheusRule created with the Prometheus Operator.",
     )
 
 

@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from mlmodel_operator.hashing import content_hash
 FIELD_MANAGER = "mlmodel-operator"
 HASH_ANNOTATION = f"{api.GROUP}/applied-hash"
 REQUEST_TIMEOUT = 30
+API_CACHE_SECONDS = 10.0
 TRANSIENT_STATUSES = {409, 429, 500, 502, 503, 504}
 
 _PLURALS = {
@@ -104,6 +105,7 @@ class RateLimiter:
 class Kube:
     api_client: client.ApiClient
     limiter: RateLimiter
+    _api_cache: dict[str, tuple[bool, float]] = field(default_factory=dict)
 
     def request(
         self,
@@ -166,6 +168,15 @@ class Kube:
             if err.status == 404:
                 return False
             raise
+
+    def has_api_cached(self, group_version: str) -> bool:
+        """has_api, remembered for API_CACHE_SECONDS: reconciles run often, CRDs come rarely."""
+        now = time.monotonic()
+        cached = self._api_cache.get(group_version)
+        if cached is None or now - cached[1] > API_CACHE_SECONDS:
+            cached = (self.has_api(group_version), now)
+            self._api_cache[group_version] = cached
+        return cached[0]
 
     # --- writes -----------------------------------------------------------------------------
 

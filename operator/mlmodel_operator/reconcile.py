@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,9 +21,16 @@ from pydantic import ValidationError
 from mlmodel_operator import api, metrics
 from mlmodel_operator.builders import BuildSettings, Owner, build_children
 from mlmodel_operator.builders.meta import selector_string
+from mlmodel_operator.builders.monitor import monitor_enabled
+from mlmodel_operator.builders.prometheus import PROMETHEUS_API
 from mlmodel_operator.builders.service import endpoint
 from mlmodel_operator.kube import Kube, describe_error, is_transient
-from mlmodel_operator.status import Observation, compute_status, transition_events
+from mlmodel_operator.status import (
+    MonitoringSetup,
+    Observation,
+    compute_status,
+    transition_events,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +75,10 @@ def reconcile_once(kube: Kube, settings: BuildSettings, namespace: str, name: st
         )
         return _write_status(kube, body, previous, observation, outcome="invalid")
 
-    children = build_children(owner, spec, settings)
+    prometheus_operator = kube.has_api_cached(PROMETHEUS_API)
+    children = build_children(
+        owner, spec, replace(settings, prometheus_operator=prometheus_operator)
+    )
     if not previous:
         created = ", ".join(f"{o['kind']} {o['metadata']['name']}" for o in children.apply)
         kube.post_event(body, "Normal", "Created", f"creating {created}")
@@ -95,12 +106,19 @@ def reconcile_once(kube: Kube, settings: BuildSettings, namespace: str, name: st
             raise TransientError(describe_error(err)) from err
         errors.append(f"listing pods: {describe_error(err)}")
         pods = []
+    monitoring = spec.monitoring
+    drift_active = monitoring.drift_detection == "active"
     observation = Observation(
         desired_replicas=spec.replicas,
         gpu_resource=spec.computational_resources.gpu_resource,
         deployment=live.get("Deployment"),
         pods=pods,
         reconcile_error="; ".join(errors) or None,
+        monitoring=MonitoringSetup(
+            sidecar=monitor_enabled(spec),
+            prometheus_operator=prometheus_operator,
+            drift_reference=(monitoring.drift.reference_uri or "") if drift_active else None,
+        ),
         **common,
     )
     return _write_status(kube, body, previous, observation)

@@ -13,7 +13,8 @@ from typing import Any
 from mlmodel_operator.builders.meta import VERSION_LABEL
 
 READY, PROGRESSING, AVAILABLE, SCHEDULED = "Ready", "Progressing", "Available", "Scheduled"
-CONDITION_TYPES = (READY, PROGRESSING, AVAILABLE, SCHEDULED)
+MONITORING_READY = "MonitoringReady"
+CONDITION_TYPES = (READY, PROGRESSING, AVAILABLE, SCHEDULED, MONITORING_READY)
 # Phases in which something needs a person's attention; their events are Warnings.
 TROUBLED_PHASES = {"Degraded", "Failed"}
 
@@ -31,6 +32,16 @@ class Observation:
     pods: list[dict[str, Any]] = field(default_factory=list)
     invalid_spec: str | None = None  # why the stored spec cannot be served
     reconcile_error: str | None = None  # a permanent API error (e.g. a missing permission)
+    monitoring: MonitoringSetup | None = None  # None: unknown (e.g. the spec is invalid)
+
+
+@dataclass(frozen=True)
+class MonitoringSetup:
+    """What the reconcile set up for monitoring."""
+
+    sidecar: bool
+    prometheus_operator: bool
+    drift_reference: str | None  # reference_uri, "" for the live baseline, None: drift off
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,25 @@ def _scheduling(obs: Observation) -> Cond:
     return Cond(
         "False", reason, f"{len(stuck)} pod(s) cannot be scheduled: {scheduler_message}".strip()
     )
+
+
+def monitoring_condition(setup: MonitoringSetup | None) -> Cond:
+    if setup is None:
+        return Cond("Unknown", "NotReconciled")
+    if not setup.sidecar:
+        return Cond("False", "Disabled", "performance tracking and drift detection are off")
+    if setup.prometheus_operator:
+        reason, message = "ServiceMonitorReady", "ServiceMonitor and PrometheusRule are in place"
+    else:
+        reason = "ScrapeAnnotations"
+        message = (
+            "the Prometheus Operator is not installed; pods carry prometheus.io/scrape annotations"
+        )
+    if setup.drift_reference == "":
+        message += "; drift reference: the first window of live traffic"
+    elif setup.drift_reference:
+        message += f"; drift reference: {setup.drift_reference}"
+    return Cond("True", reason, message)
 
 
 def evaluate(obs: Observation) -> tuple[str, dict[str, Cond]]:
@@ -187,7 +217,7 @@ def merge_conditions(
 ) -> list[dict[str, Any]]:
     before = {c.get("type"): c for c in previous}
     merged = []
-    for type_ in CONDITION_TYPES:
+    for type_ in (t for t in CONDITION_TYPES if t in current):
         cond = current[type_]
         prior = before.get(type_)
         flipped = prior is None or prior.get("status") != cond.status
@@ -207,6 +237,7 @@ def merge_conditions(
 def compute_status(obs: Observation, previous: dict[str, Any], now: str) -> dict[str, Any]:
     """The full status to store. Unchanged input gives an unchanged status (no write needed)."""
     phase, conditions = evaluate(obs)
+    conditions[MONITORING_READY] = monitoring_condition(obs.monitoring)
     dep_status = (obs.deployment or {}).get("status", {})
     ready = dep_status.get("readyReplicas", 0)
     return {

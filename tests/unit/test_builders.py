@@ -241,3 +241,32 @@ def test_model_version_labels_pods() -> None:
     )
     # The selector never includes the version: a Deployment's selector cannot change.
     assert "app.kubernetes.io/version" not in deployment["spec"]["selector"]["matchLabels"]
+
+
+def test_prometheus_operator_objects_only_where_the_api_exists() -> None:
+    from dataclasses import replace
+
+    with_operator = replace(SETTINGS, prometheus_operator=True)
+    kinds = [o["kind"] for o in build_children(OWNER, founding(), with_operator).apply]
+    assert kinds == ["ConfigMap", "Deployment", "Service", "ServiceMonitor", "PrometheusRule"]
+    assert "ServiceMonitor" not in [
+        o["kind"] for o in build_children(OWNER, founding(), SETTINGS).apply
+    ]
+    quiet = spec(
+        model_type="sklearn",
+        monitoring={"performance_tracking": "disabled", "drift_detection": "inactive"},
+    )
+    absent = {r.kind for r in build_children(OWNER, quiet, with_operator).absent}
+    assert absent == {"ConfigMap", "ServiceMonitor", "PrometheusRule"}
+
+
+def test_alert_rules_follow_the_spec() -> None:
+    from mlmodel_operator.builders.prometheus import alert_rules
+
+    rules = {r["alert"]: r for r in alert_rules(OWNER, founding())}
+    assert set(rules) == {"MLModelDriftDetected", "MLModelHighLatency", "MLModelHighErrorRatio"}
+    assert 'namespace="ns",model="m"' in rules["MLModelDriftDetected"]["expr"]
+    tuned = spec(model_type="sklearn", monitoring={"alerts": {"p99_latency_seconds": 0.25}})
+    tuned_rules = {r["alert"]: r for r in alert_rules(OWNER, tuned)}
+    assert "MLModelDriftDetected" not in tuned_rules  # drift detection is inactive
+    assert tuned_rules["MLModelHighLatency"]["expr"].endswith("> 0.25")

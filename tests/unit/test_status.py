@@ -294,3 +294,16 @@ def test_events_on_transitions_only() -> None:
         ("Warning", "InsufficientGPU")
     ]
     assert transition_events(ready, ready) == []
+
+
+def test_monitoring_condition() -> None:
+    from mlmodel_operator.status import MonitoringSetup, monitoring_condition
+
+    off = monitoring_condition(MonitoringSetup(False, False, None))
+    assert (off.status, off.reason) == ("False", "Disabled")
+    live = monitoring_condition(MonitoringSetup(True, False, ""))
+    assert (live.status, live.reason) == ("True", "ScrapeAnnotations")
+    assert "first window of live traffic" in live.message
+    operator = monitoring_condition(MonitoringSetup(True, True, "s3://b/ref.csv"))
+    assert operator.reason == "ServiceMonitorReady" and "s3://b/ref.csv" in operator.message
+    assert monitoring_condition(None).status == "Unknown"

@@ -16,11 +16,20 @@ from mlmodel_operator.builders.monitor import (
     monitor_enabled,
     monitor_settings,
 )
+from mlmodel_operator.builders.prometheus import build_prometheus_rule, build_service_monitor
 from mlmodel_operator.builders.service import build_service
 from mlmodel_operator.hashing import content_hash
 from mlmodel_operator.runtimes import Runtime, runtime_for
 
 __all__ = ["BuildSettings", "Children", "ObjectRef", "Owner", "build_children"]
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
 
 
 @dataclass(frozen=True)
@@ -30,14 +39,8 @@ class BuildSettings:
     runtimes: dict[str, Runtime]
     monitor_image: str
     progress_deadline_seconds: int = 600
-
-
-@dataclass(frozen=True)
-class ObjectRef:
-    api_version: str
-    kind: str
-    namespace: str
-    name: str
+    # Whether the cluster serves monitoring.coreos.com/v1 (ServiceMonitor, PrometheusRule).
+    prometheus_operator: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,4 +79,13 @@ def build_children(
         )
     )
     children.append(build_service(owner, spec, runtime, monitored=monitor is not None))
+    if settings.prometheus_operator:
+        prometheus = [build_service_monitor(owner, spec), build_prometheus_rule(owner, spec)]
+        if monitor is not None:
+            children += prometheus
+        else:
+            absent += [
+                ObjectRef(o["apiVersion"], o["kind"], owner.namespace, owner.name)
+                for o in prometheus
+            ]
     return Children(apply=children, absent=absent)

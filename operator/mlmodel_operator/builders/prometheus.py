@@ -1,0 +1,90 @@
+"""Prometheus Operator objects for a monitored model: a ServiceMonitor that scrapes the
+sidecar, and a PrometheusRule with its alerts. Created only where the cluster serves the
+monitoring.coreos.com API; elsewhere the pods' prometheus.io/scrape annotations remain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlmodel_operator import api
+from mlmodel_operator.builders.meta import Owner, object_meta, selector_labels
+
+PROMETHEUS_API = "monitoring.coreos.com/v1"
+
+
+def build_service_monitor(owner: Owner, spec: api.MLModelDeploymentSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": PROMETHEUS_API,
+        "kind": "ServiceMonitor",
+        "metadata": object_meta(owner, spec, owner.name),
+        "spec": {
+            "selector": {"matchLabels": selector_labels(owner)},
+            "namespaceSelector": {"matchNames": [owner.namespace]},
+            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "30s"}],
+        },
+    }
+
+
+def alert_rules(owner: Owner, spec: api.MLModelDeploymentSpec) -> list[dict[str, Any]]:
+    """The alerting rules for one model, in Prometheus's rule format."""
+    monitoring = spec.monitoring
+    match = f'namespace="{owner.namespace}",model="{owner.name}"'
+    where = f"model {owner.namespace}/{owner.name}"
+    rules: list[dict[str, Any]] = []
+    if monitoring.drift_detection == "active":
+        rules.append(
+            {
+                "alert": "MLModelDriftDetected",
+                "expr": f"max(mlmodel_drift_detected{{{match}}}) == 1",
+                "for": "5m",
+                "labels": {"severity": "warning"},
+                "annotations": {
+                    "summary": f"Data drift in {where}",
+                    "description": "Inputs or outputs differ from the reference; see "
+                    "mlmodel_drift_feature_detected for the features.",
+                },
+            }
+        )
+    if monitoring.performance_tracking == "enabled":
+        thresholds = monitoring.alerts
+        requests = f"sum(rate(mlmodel_requests_total{{{match}}}[5m]))"
+        errors = f'sum(rate(mlmodel_requests_total{{{match},status_class="5xx"}}[5m]))'
+        rules += [
+            {
+                "alert": "MLModelHighLatency",
+                "expr": "histogram_quantile(0.99, sum by (le) "
+                f"(rate(mlmodel_request_duration_seconds_bucket{{{match}}}[5m]))) "
+                f"> {thresholds.p99_latency_seconds}",
+                "for": "10m",
+                "labels": {"severity": "warning"},
+                "annotations": {
+                    "summary": f"p99 latency of {where} above {thresholds.p99_latency_seconds}s",
+                },
+            },
+            {
+                "alert": "MLModelHighErrorRatio",
+                "expr": f"{errors} / {requests} > {thresholds.error_ratio}",
+                "for": "10m",
+                "labels": {"severity": "critical"},
+                "annotations": {
+                    "summary": f"Over {thresholds.error_ratio:.0%} of requests to {where} fail",
+                },
+            },
+        ]
+    return rules
+
+
+def build_prometheus_rule(owner: Owner, spec: api.MLModelDeploymentSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": PROMETHEUS_API,
+        "kind": "PrometheusRule",
+        "metadata": object_meta(owner, spec, owner.name),
+        "spec": {
+            "groups": [
+                {
+                    "name": f"mlmodel.{owner.namespace}.{owner.name}",
+                    "rules": alert_rules(owner, spec),
+                }
+            ]
+        },
+    }

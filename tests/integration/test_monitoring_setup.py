@@ -1,0 +1,155 @@
+"""The operator's monitoring set-up on a real API server: scrape annotations without the
+Prometheus Operator, a ServiceMonitor and a PrometheusRule once its CRDs are installed."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from cases import founding_manifest
+from kube_helpers import TestCluster, wait_until
+
+pytestmark = pytest.mark.usefixtures("operator")
+
+GROUP, VERSION, PLURAL = "machine-learning.org", "v1", "mlmodeldeployments"
+NAME = "predictive-analytics-system"
+
+
+def prometheus_operator_crd(kind: str, plural: str) -> dict[str, Any]:
+    """A stand-in for the Prometheus Operator's CRD: same group, version and kind, schema left
+    open (the real ones are large; the API server needs no more to store the objects)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+CRDS = [
+    prometheus_operator_crd("ServiceMonitor", "servicemonitors"),
+    prometheus_operator_crd("PrometheusRule", "prometheusrules"),
+]
+
+
+def monitoring_condition(custom: client.CustomObjectsApi, namespace: str) -> dict[str, Any]:
+    obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, NAME)
+    return next(
+        (c for c in obj.get("status", {}).get("conditions", []) if c["type"] == "MonitoringReady"),
+        {},
+    )
+
+
+@pytest.fixture
+def prometheus_operator_crds(cluster: TestCluster) -> Iterator[None]:
+    ext = client.ApiextensionsV1Api(cluster.api)
+    for crd in CRDS:
+        ext.create_custom_resource_definition(copy.deepcopy(crd))
+    for crd in CRDS:
+        name = crd["metadata"]["name"]
+        wait_until(
+            lambda name=name: any(
+                c.type == "Established" and c.status == "True"
+                for c in ext.read_custom_resource_definition(name).status.conditions or []
+            ),
+            what=f"{name} to be established",
+        )
+    yield
+    for crd in CRDS:
+        ext.delete_custom_resource_definition(crd["metadata"]["name"])
+
+
+def test_without_prometheus_operator_pods_carry_scrape_annotations(
+    cluster: TestCluster, namespace: str
+) -> None:
+    custom = client.CustomObjectsApi(cluster.api)
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, founding_manifest())
+    condition = wait_until(
+        lambda: (
+            monitoring_condition(custom, namespace).get("reason")
+            and monitoring_condition(custom, namespace)
+        ),
+        what="MonitoringReady",
+    )
+    assert (condition["status"], condition["reason"]) == ("True", "ScrapeAnnotations")
+    assert "first window of live traffic" in condition["message"]
+    template = (
+        client.AppsV1Api(cluster.api).read_namespaced_deployment(NAME, namespace).spec.template
+    )
+    assert template.metadata.annotations["prometheus.io/scrape"] == "true"
+    assert template.metadata.annotations["prometheus.io/port"] == "9090"
+
+
+def test_with_prometheus_operator_a_service_monitor_and_rules_are_created(
+    cluster: TestCluster, namespace: str, prometheus_operator_crds: None
+) -> None:
+    custom = client.CustomObjectsApi(cluster.api)
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, founding_manifest())
+
+    def service_monitor() -> dict[str, Any]:
+        return custom.get_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", namespace, "servicemonitors", NAME
+        )
+
+    monitor = wait_until(service_monitor, what="the ServiceMonitor", timeout=60)
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s"}
+    ]
+    assert monitor["metadata"]["ownerReferences"][0]["name"] == NAME
+    rule = custom.get_namespaced_custom_object(
+        "monitoring.coreos.com", "v1", namespace, "prometheusrules", NAME
+    )
+    alerts = {r["alert"] for r in rule["spec"]["groups"][0]["rules"]}
+    assert alerts == {"MLModelDriftDetected", "MLModelHighLatency", "MLModelHighErrorRatio"}
+    condition = wait_until(
+        lambda: (
+            (c := monitoring_condition(custom, namespace)).get("reason") == "ServiceMonitorReady"
+            and c
+        ),
+        what="MonitoringReady=ServiceMonitorReady",
+    )
+    assert condition["status"] == "True"
+
+    # Monitoring switched off: the sidecar's objects go, the model keeps serving.
+    custom.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        NAME,
+        {
+            "spec": {
+                "monitoring": {"performance_tracking": "disabled", "drift_detection": "inactive"}
+            }
+        },
+    )
+    wait_until(
+        lambda: (
+            not custom.list_namespaced_custom_object(
+                "monitoring.coreos.com", "v1", namespace, "servicemonitors"
+            )["items"]
+        ),
+        what="the ServiceMonitor to be removed",
+    )
+    assert monitoring_condition(custom, namespace)["reason"] == "Disabled"
