@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import uvloop
 from aiohttp import web
 from prometheus_client import start_http_server
 
@@ -70,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             loop.add_signal_handler(sig, stop.set)
         await serve(settings, stop)
 
-    asyncio.run(run())
+    # uvloop roughly halves the event loop's share of the latency the proxy adds.
+    uvloop.run(run())
     return 0
 
 
