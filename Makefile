@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CLUSTER := $(PYTHON) hack/localcluster.py
 
 .DEFAULT_GOAL := help
-.PHONY: help venv binaries cluster-up cluster-down env lint fmt crds test demo demo-down
+.PHONY: help venv binaries cluster-up cluster-down env lint fmt crds test bench demo demo-down
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,6 +45,10 @@ crds: venv ## regenerate crds/ and the README field table from api.py
 
 test: venv binaries lint ## the whole suite: unit, integration and e2e against the local control plane
 	$(BIN)/pytest
+
+bench: venv ## benchmarks: sidecar added latency, drift check vs scipy (prints ratios)
+	$(BIN)/python bench/drift_check.py
+	$(BIN)/python bench/sidecar_latency.py
 
 demo: venv cluster-up ## control plane, CRD and operator; the founding manifest applied and shown Ready
 	@bash hack/demo.sh
