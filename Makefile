@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CLUSTER := $(PYTHON) hack/localcluster.py
 
 .DEFAULT_GOAL := help
-.PHONY: help venv binaries cluster-up cluster-down env lint fmt crds test bench demo demo-down
+.PHONY: help venv binaries system-packages cluster-up cluster-down env lint fmt crds test bench demo demo-down
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -43,7 +43,10 @@ fmt: venv ## apply ruff fixes and formatting
 crds: venv ## regenerate crds/ and the README field table from api.py
 	$(BIN)/python -m mlmodel_operator.crdgen
 
-test: venv binaries lint ## the whole suite: unit, integration and e2e against the local control plane
+system-packages: ## Debian packages the tests use (openssl, prometheus); installs them as root
+	@bash hack/system-packages.sh
+
+test: venv binaries system-packages lint ## the whole suite: unit, integration and e2e against the local control plane
 	$(BIN)/pytest
 
 bench: venv ## benchmarks: sidecar added latency, drift check vs scipy (prints ratios)
