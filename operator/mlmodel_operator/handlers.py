@@ -20,7 +20,7 @@ from mlmodel_operator.runtimes import load_catalog
 MODEL = (api.GROUP, api.VERSION, api.PLURAL)
 CHILDREN = [("apps", "v1", "deployments"), ("", "v1", "services"), ("", "v1", "configmaps")]
 OURS = {MANAGED_BY_LABEL: OPERATOR_NAME, INSTANCE_LABEL: kopf.PRESENT}
-RETRY_DELAY_SECONDS = 5
+MAX_RETRY_DELAY_SECONDS = 60
 
 _config = config.current()
 _reconciler: Reconciler | None = None
@@ -52,11 +52,13 @@ def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     _reconciler = Reconciler(kube.configure(_config.api_qps, _config.api_burst), build)
 
 
-def _reconcile(namespace: str, name: str) -> None:
+def _reconcile(namespace: str, name: str, retry: int = 0) -> None:
     try:
         outcome = reconciler()(namespace, name)
     except TransientError as err:
-        raise kopf.TemporaryError(str(err), delay=RETRY_DELAY_SECONDS) from err
+        # Exponential backoff: 1, 2, 4 ... seconds, at most a minute.
+        delay = min(2**retry, MAX_RETRY_DELAY_SECONDS)
+        raise kopf.TemporaryError(str(err), delay=delay) from err
     if outcome is not None:
         reconciler().track(namespace, name, outcome != "gone")
 
@@ -64,8 +66,8 @@ def _reconcile(namespace: str, name: str) -> None:
 @kopf.on.resume(*MODEL)
 @kopf.on.create(*MODEL)
 @kopf.on.update(*MODEL)
-def model_changed(namespace: str, name: str, **_: Any) -> None:
-    _reconcile(namespace, name)
+def model_changed(namespace: str, name: str, retry: int, **_: Any) -> None:
+    _reconcile(namespace, name, retry)
 
 
 @kopf.timer(*MODEL, interval=_config.resync_seconds, initial_delay=_config.resync_seconds)
