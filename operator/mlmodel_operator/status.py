@@ -132,24 +132,19 @@ def monitoring_condition(setup: MonitoringSetup | None) -> Cond:
     return Cond("True", reason, message)
 
 
+def _cannot_proceed(reason: str, message: str) -> tuple[str, dict[str, Cond]]:
+    """Failed: the operator cannot act on the spec; what the children do is unknown."""
+    bad = Cond("False", reason, message)
+    unknown = Cond("Unknown", reason)
+    return "Failed", {READY: bad, PROGRESSING: bad, AVAILABLE: unknown, SCHEDULED: unknown}
+
+
 def evaluate(obs: Observation) -> tuple[str, dict[str, Cond]]:
     """The phase and the four conditions, before timestamps and generations are added."""
     if obs.invalid_spec is not None:
-        bad = Cond("False", "InvalidSpec", obs.invalid_spec)
-        return "Failed", {
-            READY: bad,
-            PROGRESSING: bad,
-            AVAILABLE: Cond("Unknown", "InvalidSpec"),
-            SCHEDULED: Cond("Unknown", "InvalidSpec"),
-        }
+        return _cannot_proceed("InvalidSpec", obs.invalid_spec)
     if obs.reconcile_error is not None:
-        bad = Cond("False", "ReconcileError", obs.reconcile_error)
-        return "Failed", {
-            READY: bad,
-            PROGRESSING: bad,
-            AVAILABLE: Cond("Unknown", "ReconcileError"),
-            SCHEDULED: Cond("Unknown", "ReconcileError"),
-        }
+        return _cannot_proceed("ReconcileError", obs.reconcile_error)
     deployment = obs.deployment
     if deployment is None:
         creating = Cond("False", "Creating", "creating the model server Deployment")
