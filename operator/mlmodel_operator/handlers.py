@@ -36,6 +36,10 @@ def reconciler() -> Reconciler:
 def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     global _reconciler
     logging.getLogger("mlmodel_operator").setLevel(_config.log_level)
+    if _config.log_level != "DEBUG":
+        # kopf reports every handler call on every child event at INFO; the operator's own
+        # logs say what changed.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.execution.max_workers = _config.workers
     # The operator posts its own, meaningful Events; kopf's per-handler ones would be noise.
     settings.posting.enabled = False
