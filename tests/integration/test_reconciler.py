@@ -146,7 +146,8 @@ def test_founding_manifest_becomes_ready_on_gpu_nodes(
     assert len(pods) == 1
     node = models.core.read_node(pods[0].spec.node_name)
     assert node.metadata.labels["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
-    assert {"Created", "ModelServing"} <= set(models.events())
+    # Events are posted right after the status they describe.
+    wait_until(lambda: {"Created", "ModelServing"} <= set(models.events()), what="the events")
 
 
 def test_spec_update_is_progressing_then_ready_at_the_new_generation(
@@ -185,7 +186,10 @@ def test_spec_update_is_progressing_then_ready_at_the_new_generation(
     assert stamps == sorted(stamps)
     server = models.deployment().spec.template.spec.containers[0]
     assert server.resources.limits["memory"] == "48Gi"
-    assert models.events().count("RollingOut") >= 2  # at creation and at the update
+    wait_until(
+        lambda: models.events().count("RollingOut") >= 2,  # at creation and at the update
+        what="RollingOut events",
+    )
 
 
 def test_insufficient_gpus_fail_loudly_and_recover(
@@ -210,7 +214,7 @@ def test_insufficient_gpus_fail_loudly_and_recover(
     assert condition(obj, "Ready")["status"] == "False"
     assert condition(obj, "Ready")["reason"] == "InsufficientGPU"
     assert obj["status"]["phase"] == "Failed"
-    assert "InsufficientGPU" in models.events("greedy")
+    wait_until(lambda: "InsufficientGPU" in models.events("greedy"), what="a Warning event")
 
     models.patch_spec({"computational_resources": {"gpu_allocation": 4}}, name="greedy")
     recovered = models.wait_ready("greedy")
