@@ -7,6 +7,7 @@ never stalls the event loop.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import kopf
@@ -24,6 +25,7 @@ MAX_RETRY_DELAY_SECONDS = 60
 
 _config = config.current()
 _reconciler: Reconciler | None = None
+_stopping = threading.Event()
 
 
 def reconciler() -> Reconciler:
@@ -54,6 +56,31 @@ def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         progress_deadline_seconds=_config.progress_deadline_seconds,
     )
     _reconciler = Reconciler(kube.configure(_config.api_qps, _config.api_burst), build)
+    # A resync loop of our own rather than a kopf timer: kopf puts a finalizer on every object
+    # that has a timer, and such objects cannot be deleted while the operator is not running.
+    _stopping.clear()
+    threading.Thread(target=_resync_forever, name="resync", daemon=True).start()
+
+
+def _resync_forever() -> None:
+    """Reconcile every resource every resync_seconds, in case a watch event was missed."""
+    log = logging.getLogger(__name__)
+    while not _stopping.wait(_config.resync_seconds):
+        try:
+            models = kube.kube().list_models(_config.namespaces)
+        except Exception as err:  # the API may be briefly unavailable; try again next round
+            log.warning("resync: cannot list resources: %s", err)
+            continue
+        for namespace, name in models:
+            try:
+                _reconcile(namespace, name)
+            except Exception as err:
+                log.warning("resync of %s/%s failed: %s", namespace, name, err)
+
+
+@kopf.on.cleanup()
+def stop(**_: Any) -> None:
+    _stopping.set()
 
 
 def _reconcile(namespace: str, name: str, retry: int = 0) -> None:
@@ -72,11 +99,6 @@ def _reconcile(namespace: str, name: str, retry: int = 0) -> None:
 @kopf.on.update(*MODEL)
 def model_changed(namespace: str, name: str, retry: int, **_: Any) -> None:
     _reconcile(namespace, name, retry)
-
-
-@kopf.timer(*MODEL, interval=_config.resync_seconds, initial_delay=_config.resync_seconds)
-def resync(namespace: str, name: str, **_: Any) -> None:
-    _reconcile(namespace, name)
 
 
 @kopf.on.delete(*MODEL, optional=True)

@@ -156,6 +156,18 @@ class Kube:
         )
         return out.get("items", [])
 
+    def list_models(self, namespaces: list[str]) -> list[tuple[str, str]]:
+        """(namespace, name) of every MLModelDeployment in `namespaces` (all when empty)."""
+        group = f"/apis/{api.GROUP}/{api.VERSION}"
+        paths = [f"{group}/namespaces/{ns}/{api.PLURAL}" for ns in namespaces] or [
+            f"{group}/{api.PLURAL}"
+        ]
+        out = []
+        for path in paths:
+            for item in self.request("GET", path).get("items", []):
+                out.append((item["metadata"]["namespace"], item["metadata"]["name"]))
+        return out
+
     def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get(f"{api.GROUP}/{api.VERSION}", api.KIND, namespace, name)
 

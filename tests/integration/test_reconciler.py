@@ -122,6 +122,8 @@ def test_founding_manifest_becomes_ready_on_gpu_nodes(
     assert status["observedGeneration"] == obj["metadata"]["generation"]
     assert status["readyReplicas"] == 1 and status["ready"] == "1/1"
     assert status["endpoint"] == f"http://{NAME}.{namespace}.svc.cluster.local"
+    # No finalizer: the resource can be deleted even while the operator is not running.
+    assert not obj["metadata"].get("finalizers")
     for type_ in ("Progressing", "Available", "Scheduled"):
         assert condition(obj, type_)["observedGeneration"] == obj["metadata"]["generation"]
 
