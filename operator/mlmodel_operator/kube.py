@@ -60,8 +60,10 @@ def covers(live: Any, desired: Any) -> bool:
     """Whether every field of `desired` has the same value in `live` (which may hold more: the
     API server's defaults and other managers' fields). Lists must match item by item."""
     if isinstance(desired, dict):
+        # The API server drops empty lists and maps, so an empty desired value matches absence.
         return isinstance(live, dict) and all(
-            key in live and covers(live[key], value) for key, value in desired.items()
+            covers(live[key], value) if key in live else value in ([], {})
+            for key, value in desired.items()
         )
     if isinstance(desired, list):
         return (
@@ -134,6 +136,7 @@ class Kube:
             )
         if method != "GET":
             metrics.API_WRITES.labels(method=method).inc()
+            log.debug("write: %s %s", method, path)
         return json.loads(data) if data else None
 
     # --- reads ------------------------------------------------------------------------------

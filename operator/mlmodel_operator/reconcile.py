@@ -81,7 +81,7 @@ def reconcile_once(kube: Kube, settings: BuildSettings, namespace: str, name: st
     )
     if not previous:
         created = ", ".join(f"{o['kind']} {o['metadata']['name']}" for o in children.apply)
-        kube.post_event(body, "Normal", "Created", f"creating {created}")
+        _post_event(kube, body, "Normal", "Created", f"creating {created}")
     live: dict[str, dict[str, Any]] = {}
     errors = []
     for obj in children.apply:
@@ -134,10 +134,30 @@ def _write_status(
     status = compute_status(observation, previous, now_rfc3339())
     meta = body["metadata"]
     if any(previous.get(key) != value for key, value in status.items()):
-        kube.patch_model_status(meta["namespace"], meta["name"], status)
+        try:
+            kube.patch_model_status(meta["namespace"], meta["name"], status)
+        except ApiException as err:
+            if is_transient(err):
+                raise TransientError(describe_error(err)) from err
+            # Nowhere left to report it but the log: retrying would only repeat the refusal.
+            log.error(
+                "cannot write the status of %s/%s: %s",
+                meta["namespace"],
+                meta["name"],
+                describe_error(err),
+            )
+            return "error"
     for event in transition_events(previous, status):
-        kube.post_event(body, event.type, event.reason, event.message)
+        _post_event(kube, body, event.type, event.reason, event.message)
     return outcome or status["phase"].lower()
+
+
+def _post_event(kube: Kube, body: dict[str, Any], kind: str, reason: str, message: str) -> None:
+    """Events are a courtesy: one that cannot be posted is logged, and the reconcile goes on."""
+    try:
+        kube.post_event(body, kind, reason, message)
+    except ApiException as err:
+        log.warning("cannot post event %s: %s", reason, describe_error(err))
 
 
 class Reconciler:

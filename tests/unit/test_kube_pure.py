@@ -34,3 +34,9 @@ def test_resource_paths() -> None:
         resource_path("machine-learning.org/v1", "MLModelDeployment", "ns", "m", "status")
         == "/apis/machine-learning.org/v1/namespaces/ns/mlmodeldeployments/m/status"
     )
+
+
+def test_empty_desired_lists_and_maps_match_their_absence() -> None:
+    # The API server stores `args: []` as no args at all.
+    assert covers({"name": "a"}, {"name": "a", "args": [], "env": {}})
+    assert not covers({"name": "a"}, {"name": "a", "args": ["--x"]})

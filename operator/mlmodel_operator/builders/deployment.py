@@ -102,7 +102,6 @@ def build_model_container(
     container: dict[str, Any] = {
         "name": MODEL_CONTAINER,
         "image": spec.image or runtime.image,
-        "args": [*runtime.args, *loc_args],
         "env": [{"name": k, "value": v} for k, v in env.items()],
         "ports": ports,
         "resources": _resources(spec),
@@ -120,6 +119,8 @@ def build_model_container(
     }
     if runtime.command:
         container["command"] = runtime.command
+    if args := [*runtime.args, *loc_args]:
+        container["args"] = args
     return container, volumes
 
 
