@@ -11,3 +11,14 @@ def test_environment_then_flags() -> None:
     assert from_env(env).namespaces == ["a", "b"]
     cfg = parse_args(["--workers", "5", "--resync-seconds", "30"], env)
     assert (cfg.workers, cfg.resync_seconds, cfg.log_level) == (5, 30.0, "DEBUG")
+
+
+def test_logs_are_json_lines() -> None:
+    import json
+    import logging
+
+    from mlmodel_operator.logs import JsonFormatter
+
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "it's %s", ("done",), None)
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["message"] == "it's done" and entry["level"] == "INFO" and entry["logger"] == "x"

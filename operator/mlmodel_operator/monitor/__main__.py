@@ -15,6 +15,7 @@ import uvloop
 from aiohttp import web
 from prometheus_client import start_http_server
 
+from mlmodel_operator import logs
 from mlmodel_operator.monitor.proxy import Proxy
 from mlmodel_operator.monitor.settings import CONFIG_DIR, CONFIG_FILE, MonitorSettings
 from mlmodel_operator.monitor.worker import DriftWorker
@@ -56,12 +57,12 @@ async def serve(settings: MonitorSettings, stop: asyncio.Event) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s",'
-        '"message":%(message)r}',
-    )
-    settings = MonitorSettings.model_validate_json(args.config.read_text())
+    logs.configure(args.log_level)
+    try:
+        settings = MonitorSettings.model_validate_json(args.config.read_text())
+    except (OSError, ValueError) as err:  # a missing file, or one that is not valid settings
+        log.error("cannot read the configuration %s: %s", args.config, err)
+        return 2
     start_http_server(settings.metrics_port, addr=settings.listen_host)
 
     async def run() -> None:
