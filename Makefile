@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CLUSTER := $(PYTHON) hack/localcluster.py
 
 .DEFAULT_GOAL := help
-.PHONY: help venv binaries system-packages cluster-up cluster-down env lint fmt crds test bench demo demo-down
+.PHONY: help venv binaries system-packages manifests cluster-up cluster-down env lint fmt crds test bench demo demo-down
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ system-packages: ## Debian packages the tests use (openssl, prometheus); install
 
 test: venv binaries system-packages lint ## the whole suite: unit, integration and e2e against the local control plane
 	$(BIN)/pytest
+
+manifests: binaries ## render manifests/install.yaml from the chart (pinned helm)
+	bash hack/render-manifests.sh
 
 bench: venv ## benchmarks: sidecar added latency, drift check vs scipy (prints ratios)
 	$(BIN)/python bench/drift_check.py

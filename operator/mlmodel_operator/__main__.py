@@ -6,29 +6,69 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
-from mlmodel_operator import config
+from mlmodel_operator import config, kube, logs, peering
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = config.parse_args(argv)
+    peer_options: dict[str, Any] = {"standalone": True}
+    if cfg.peering:
+        # Fixed here, before anything reads the configuration, so that kopf and the operator's
+        # own resync agree on who this replica is among its peers.
+        if cfg.peering_priority is None:
+            cfg = cfg.model_copy(update={"peering_priority": peering.random_priority()})
+        me = peering.Peering(
+            name=cfg.peering,
+            identity=peering.own_identity(),
+            priority=cfg.peering_priority,
+            namespaced=bool(cfg.namespaces),
+        )
+        peering.set_current(me)
+        peer_options = {
+            "standalone": False,
+            "peering_name": me.name,
+            "priority": me.priority,
+            "identity": me.identity,
+        }
     config.set_current(cfg)
-    logging.basicConfig(
-        level=cfg.log_level,
-        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s",'
-        '"message":%(message)r}',
-    )
+    logs.configure(cfg.log_level)
     # Registers the handlers, which read the configuration set above.
     importlib.import_module("mlmodel_operator.handlers")
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port)
+    if cfg.peering:
+        log = logging.getLogger(__name__)
+        try:
+            for path in peering.current().ensure_objects(
+                kube.configure(cfg.api_qps, cfg.api_burst), cfg.namespaces
+            ):
+                log.info("created the peering object %s", path)
+        except ApiException as err:
+            # kopf would wait, paused and silent, for an object that never comes.
+            log.error(
+                "cannot set up peering %r (are the kopf.dev peering CRDs installed, and may the "
+                "operator get and create their objects?): %s",
+                cfg.peering,
+                kube.describe_error(err),
+            )
+            return 1
+        log.info(
+            "peering %r as %s with priority %d: active while no live peer has one as high",
+            cfg.peering,
+            peering.current().identity,
+            cfg.peering_priority,
+        )
     kopf.run(
         clusterwide=not cfg.namespaces,
         namespaces=cfg.namespaces,
         liveness_endpoint=f"http://0.0.0.0:{cfg.health_port}/healthz" if cfg.health_port else None,
+        **peer_options,
     )
     return 0
 

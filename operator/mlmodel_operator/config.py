@@ -32,6 +32,16 @@ class OperatorConfig(BaseModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus metrics; 0 disables")
     health_port: int = Field(8081, ge=0, le=65535, description="liveness endpoint; 0 disables")
+    peering: str | None = Field(
+        None,
+        description="kopf peering object to coordinate replicas through (only one is active); "
+        "unset runs standalone",
+    )
+    peering_priority: int | None = Field(
+        None,
+        ge=0,
+        description="priority among peers (the highest is active); unset picks one at random",
+    )
 
 
 # field name -> (flag, parser of a string value)

@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     readme = readme_path.read_text()
     wanted = {
         args.root / "crds" / CRD_FILE: render_crd(),
+        args.root / "charts" / "mlmodel-operator" / "crds" / CRD_FILE: render_crd(),
         readme_path: splice_readme(readme, render_field_table()),
     }
     stale = [path for path, text in wanted.items() if not path.exists() or path.read_text() != text]

@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from mlmodel_operator import api, config, kube
+from mlmodel_operator import api, config, kube, peering
 from mlmodel_operator.builders import BuildSettings
 from mlmodel_operator.builders.meta import INSTANCE_LABEL, MANAGED_BY_LABEL, OPERATOR_NAME
 from mlmodel_operator.reconcile import Reconciler, TransientError
@@ -71,8 +71,14 @@ def _resync_forever() -> None:
         except Exception as err:  # the API may be briefly unavailable; try again next round
             log.warning("resync: cannot list resources: %s", err)
             continue
+        active: dict[str, bool] = {}  # per namespace, asked once a round
         for namespace, name in models:
             try:
+                # kopf pauses its own handlers on a standby replica, but not this thread.
+                if namespace not in active:
+                    active[namespace] = peering.current().active(kube.kube(), namespace)
+                if not active[namespace]:
+                    continue
                 _reconcile(namespace, name)
             except Exception as err:
                 log.warning("resync of %s/%s failed: %s", namespace, name, err)

@@ -1,0 +1,103 @@
+{{/* Names, labels and shared fragments of the chart. */}}
+
+{{- define "mlmodel-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release name alone when it already names the chart, as most releases are named. */}}
+{{- define "mlmodel-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "mlmodel-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Never changes for a release: a Deployment's selector is immutable. */}}
+{{- define "mlmodel-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mlmodel-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "mlmodel-operator.labels" -}}
+helm.sh/chart: {{ include "mlmodel-operator.chart" . }}
+{{ include "mlmodel-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: mlmodel-operator
+{{- end }}
+
+{{- define "mlmodel-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "mlmodel-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "mlmodel-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+What the operator does with the API in the namespaces it watches, and nothing more: every rule was
+found missing (403) when the operator ran with less, except where a comment says otherwise.
+Server-side apply of an object that does not exist yet needs create as well as patch.
+*/}}
+{{- define "mlmodel-operator.namespacedRules" -}}
+- apiGroups: ["machine-learning.org"]
+  resources: ["mlmodeldeployments"]
+  # patch: kopf keeps its progress in annotations of the resource.
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["machine-learning.org"]
+  resources: ["mlmodeldeployments/status"]
+  verbs: ["patch"]
+- apiGroups: ["machine-learning.org"]
+  # Children name their MLModelDeployment as owner with blockOwnerDeletion, which clusters with
+  # the OwnerReferencesPermissionEnforcement admission plugin (OpenShift) allow only with this.
+  resources: ["mlmodeldeployments/finalizers"]
+  verbs: ["update"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  # delete: the sidecar's ConfigMap goes when monitoring is turned off.
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  # Scheduling verdicts and readiness of the model pods are what the status reports.
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- if .Values.rbac.prometheusOperator }}
+- apiGroups: ["monitoring.coreos.com"]
+  # Applied and removed with the model's monitoring when the cluster serves these kinds.
+  resources: ["servicemonitors", "prometheusrules"]
+  verbs: ["get", "create", "patch", "delete"]
+{{- end }}
+{{- end }}
+
+{{/*
+kopf's peering: replicas watch the peering object and refresh their records in it; the operator
+creates the object when it is missing (plain manifests cannot carry it) and its own resync reads
+it to act only in the active replica.
+*/}}
+{{- define "mlmodel-operator.peeringRule" -}}
+- apiGroups: ["kopf.dev"]
+  resources: [{{ . | quote }}]
+  verbs: ["get", "list", "watch", "patch", "create"]
+{{- end }}

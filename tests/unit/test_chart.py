@@ -1,0 +1,245 @@
+"""The Helm chart, rendered by the pinned helm: restricted pod, least-privilege RBAC, values that
+reach the operator, a schema that refuses bad values, and CRDs identical to crds/."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from chart_helpers import CHART, REPO, helm
+from mlmodel_operator import __version__, crdgen
+from mlmodel_operator.config import parse_args
+from mlmodel_operator.runtimes import Runtime, load_catalog
+
+
+def template(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [helm(), "template", "mlmodel-operator", str(CHART), "-n", "mlmodel-system", *args],
+        capture_output=True,
+        text=True,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def render(*args: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(template(*args).stdout) if d]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, [d["kind"] for d in docs]
+    return found[0]
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_chart_versions_follow_the_package() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["version"] == "0.1.0"
+    assert chart["appVersion"] == __version__ == "0.1.0"
+
+
+def test_chart_crds_are_the_generated_ones() -> None:
+    chart_crd = CHART / "crds" / crdgen.CRD_FILE
+    assert chart_crd.read_text() == (REPO / "crds" / crdgen.CRD_FILE).read_text()
+    assert chart_crd.read_text() == crdgen.render_crd()
+
+
+def test_peering_crds_are_the_ones_kopf_uses() -> None:
+    docs = list(yaml.safe_load_all((CHART / "crds" / "kopf-peering.yaml").read_text()))
+    by_kind = {d["spec"]["names"]["kind"]: d for d in docs}
+    assert set(by_kind) == {"ClusterKopfPeering", "KopfPeering"}
+    assert by_kind["ClusterKopfPeering"]["spec"]["scope"] == "Cluster"
+    assert by_kind["KopfPeering"]["spec"]["scope"] == "Namespaced"
+    for crd in docs:
+        assert crd["spec"]["group"] == "kopf.dev"
+        (version,) = crd["spec"]["versions"]
+        assert version["name"] == "v1" and version["served"] and version["storage"]
+        status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
+        assert status["x-kubernetes-preserve-unknown-fields"] is True
+
+
+def test_operator_pod_is_restricted_with_probes_and_requests() -> None:
+    docs = render()
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    ctr = container(docs)
+    security = ctr["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["runAsUser"] == 65532
+    ports = {p["name"]: p["containerPort"] for p in ctr["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert ctr[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert set(ctr["resources"]["requests"]) == {"cpu", "memory"}
+    assert ctr["image"] == f"ghcr.io/mlmodel-operator/mlmodel-operator:{__version__}"
+    assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
+
+
+def test_values_reach_the_operator_as_flags_it_accepts() -> None:
+    docs = render(
+        "--set", "logLevel=DEBUG",
+        "--set", "resyncSeconds=60",
+        "--set", "monitorImage=registry.internal/monitor:1",
+        "--set", "watchNamespaces={team-a,team-b}",
+    )  # fmt: skip
+    args = container(docs)["args"]
+    cfg = parse_args(args, environ={})
+    assert cfg.log_level == "DEBUG" and cfg.resync_seconds == 60
+    assert cfg.monitor_image == "registry.internal/monitor:1"
+    assert cfg.namespaces == ["team-a", "team-b"]
+    assert cfg.peering == "mlmodel-operator"
+    assert cfg.metrics_port == 8080 and cfg.health_port == 8081
+
+
+def test_monitor_image_defaults_to_the_operator_image() -> None:
+    docs = render("--set", "image.tag=1.2.3")
+    cfg = parse_args(container(docs)["args"], environ={})
+    assert (
+        cfg.monitor_image
+        == container(docs)["image"]
+        == ("ghcr.io/mlmodel-operator/mlmodel-operator:1.2.3")
+    )
+
+
+def test_runtime_catalog_is_mounted_and_read_by_the_operator(tmp_path: Path) -> None:
+    docs = render("--set", "runtimeCatalog.triton.image=mirror.internal/triton:25.01")
+    configmap = one(docs, "ConfigMap")
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v.get("configMap"))
+    assert volume["configMap"]["name"] == configmap["metadata"]["name"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"])
+    (key,) = configmap["data"]
+    cfg = parse_args(container(docs)["args"], environ={})
+    assert cfg.runtime_catalog == Path(mount["mountPath"]) / key
+    # What the operator makes of the file as mounted.
+    (tmp_path / key).write_text(configmap["data"][key])
+    catalog = load_catalog(tmp_path / key)
+    assert catalog["triton"].image == "mirror.internal/triton:25.01"
+    assert catalog["triton"].port == 8000  # the rest of the runtime is kept
+
+
+def test_a_changed_runtime_catalog_rolls_the_operator() -> None:
+    def checksum(*args: str) -> str:
+        annotations = one(render(*args), "Deployment")["spec"]["template"]["metadata"]
+        return annotations["annotations"]["checksum/runtime-catalog"]
+
+    assert checksum() != checksum("--set", "runtimeCatalog.triton.image=x/triton:1")
+
+
+def test_schema_runtime_fields_are_the_catalogs() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    fields = schema["properties"]["runtimeCatalog"]["additionalProperties"]["properties"]
+    assert set(fields) == set(Runtime.model_fields) - {"name"}
+
+
+def rules(role: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    ]
+
+
+def test_rbac_is_least_privilege() -> None:
+    docs = render()
+    granted = rules(one(docs, "ClusterRole"))
+    assert all("*" not in triple for triple in granted)
+    assert not [t for t in granted if t[1] in ("secrets", "nodes", "clusterroles", "roles")]
+    assert not [t for t in granted if t[1] == "pods" and t[2] not in ("get", "list", "watch")]
+    assert ("apiextensions.k8s.io", "customresourcedefinitions", "create") not in granted
+    assert ("machine-learning.org", "mlmodeldeployments/status", "patch") in granted
+    assert ("kopf.dev", "clusterkopfpeerings", "patch") in granted
+    binding = one(docs, "ClusterRoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "mlmodel-operator", "namespace": "mlmodel-system"}
+    ]
+    no_prometheus = rules(one(render("--set", "rbac.prometheusOperator=false"), "ClusterRole"))
+    assert not [t for t in no_prometheus if t[0] == "monitoring.coreos.com"]
+
+
+def test_watched_namespaces_get_roles_and_nothing_namespaced_cluster_wide() -> None:
+    docs = render("--set", "watchNamespaces={team-a,team-b}")
+    roles = [d for d in docs if d["kind"] == "Role"]
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
+    assert ("apps", "deployments", "patch") in rules(roles[0])
+    assert ("kopf.dev", "kopfpeerings", "patch") in rules(roles[0])
+    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    cluster_wide = {t[1] for t in rules(one(docs, "ClusterRole"))}
+    assert cluster_wide == {"customresourcedefinitions", "namespaces"}
+    peerings = [d for d in docs if d["kind"] == "KopfPeering"]
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
+
+
+def test_high_availability() -> None:
+    single = render()
+    assert not [d for d in single if d["kind"] == "PodDisruptionBudget"]
+    assert one(single, "ClusterKopfPeering")["metadata"]["name"] == "mlmodel-operator"
+    docs = render("--set", "replicas=3")
+    assert one(docs, "Deployment")["spec"]["replicas"] == 3
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    refused = template("--set", "replicas=2", "--set", "peering.enabled=false", check=False)
+    assert refused.returncode != 0
+    assert "replicas > 1 needs peering.enabled=true" in refused.stderr
+
+
+def test_metrics_service_selects_the_operator_and_service_monitor_is_optional() -> None:
+    docs = render()
+    service = one(docs, "Service")
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert not [d for d in docs if d["kind"] == "ServiceMonitor"]
+    refused = template("--set", "metrics.serviceMonitor.enabled=true", check=False)
+    assert "needs the Prometheus Operator's CRDs" in refused.stderr
+    docs = render(
+        "--set", "metrics.serviceMonitor.enabled=true",
+        "--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
+    )  # fmt: skip
+    monitor = one(docs, "ServiceMonitor")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("replicas=-1", "at '/replicas': minimum: got -1, want 0"),
+        (
+            "logLevel=LOUD",
+            "at '/logLevel': value must be one of 'DEBUG', 'INFO', 'WARNING', 'ERROR'",
+        ),
+        ("resyncSeconds=0", "at '/resyncSeconds'"),
+        ("watchNamespaces={Team_A}", "at '/watchNamespaces/0'"),
+        ("runtimeCatalog.triton.imag=x", "additional properties 'imag' not allowed"),
+        ("runtimeCatalog.triton.port=70000", "at '/runtimeCatalog/triton/port'"),
+        ("image.pullPolicy=Sometimes", "at '/image/pullPolicy'"),
+        ("replica=2", "additional properties 'replica' not allowed"),
+    ],
+)
+def test_bad_values_are_refused_by_the_schema(value: str, message: str) -> None:
+    result = template("--set", value, check=False)
+    assert result.returncode != 0
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr
