@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 from functools import cache
 from pathlib import Path
 
 import pytest
+
+from kube_helpers import cached_bin_dirs
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "mlmodel-operator"
@@ -14,13 +15,7 @@ CHART = REPO / "charts" / "mlmodel-operator"
 
 @cache
 def helm() -> str:
-    out = subprocess.run(
-        ["bash", str(REPO / "hack" / "build-binaries.sh"), "--print"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    for directory in out.split():
-        if (Path(directory) / "helm").exists():
-            return str(Path(directory) / "helm")
+    for directory in cached_bin_dirs():
+        if (directory / "helm").exists():
+            return str(directory / "helm")
     pytest.fail("no cached helm: run `make binaries`")

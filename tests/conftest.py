@@ -20,7 +20,7 @@ import pytest
 from kopf.testing import KopfRunner
 from kubernetes import client
 
-from kube_helpers import TestCluster, wait_until
+from kube_helpers import TestCluster, cached_bin_dirs, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCHER = REPO / "hack" / "localcluster.py"
@@ -40,16 +40,6 @@ def _launcher(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     )
 
 
-def _local_bin_dirs() -> list[Path]:
-    out = subprocess.run(
-        ["bash", str(REPO / "hack" / "build-binaries.sh"), "--print"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return [Path(line) for line in out.split()]
-
-
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[TestCluster]:
     mode = os.environ.get("MLMODEL_TEST_CLUSTER", "local")
@@ -60,7 +50,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[TestCluster]:
             if result.returncode != 0:
                 pytest.fail(f"the local control plane did not start:\n{result.stderr}")
         kubeconfig = Path(os.environ.get("MLMODEL_CLUSTER_DIR", REPO / ".cluster")) / "kubeconfig"
-        yield TestCluster(kubeconfig=kubeconfig, bin_dirs=_local_bin_dirs())
+        yield TestCluster(kubeconfig=kubeconfig, bin_dirs=cached_bin_dirs())
         if not already_up:
             _launcher("down", check=False)
     elif mode == "kubeconfig":

@@ -16,6 +16,18 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 T = TypeVar("T")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cached_bin_dirs() -> list[Path]:
+    """The cache directories of the pinned binaries, as hack/build-binaries.sh lays them out."""
+    out = subprocess.run(
+        ["bash", str(REPO / "hack" / "build-binaries.sh"), "--print"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [Path(line) for line in out.split()]
 
 
 def wait_until(
