@@ -44,11 +44,11 @@ class OperatorConfig(BaseModel):
     )
 
 
-# field name -> (flag, parser of a string value)
 def _list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+# Fields whose environment variable or flag is not a plain string -> how to read them.
 _PARSERS = {"namespaces": _list}
 
 
