@@ -16,6 +16,7 @@ from mlmodel_operator import api, config, kube, peering
 from mlmodel_operator.builders import BuildSettings
 from mlmodel_operator.builders.meta import INSTANCE_LABEL, MANAGED_BY_LABEL, OPERATOR_NAME
 from mlmodel_operator.reconcile import Reconciler, TransientError
+from mlmodel_operator.resync import resync_forever
 from mlmodel_operator.runtimes import load_catalog
 
 MODEL = (api.GROUP, api.VERSION, api.PLURAL)
@@ -55,33 +56,23 @@ def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         monitor_image=_config.monitor_image,
         progress_deadline_seconds=_config.progress_deadline_seconds,
     )
-    _reconciler = Reconciler(kube.configure(_config.api_qps, _config.api_burst), build)
-    # A resync loop of our own rather than a kopf timer: kopf puts a finalizer on every object
-    # that has a timer, and such objects cannot be deleted while the operator is not running.
+    client = kube.configure(_config.api_qps, _config.api_burst)
+    _reconciler = Reconciler(client, build)
     _stopping.clear()
-    threading.Thread(target=_resync_forever, name="resync", daemon=True).start()
-
-
-def _resync_forever() -> None:
-    """Reconcile every resource every resync_seconds, in case a watch event was missed."""
-    log = logging.getLogger(__name__)
-    while not _stopping.wait(_config.resync_seconds):
-        try:
-            models = kube.kube().list_models(_config.namespaces)
-        except Exception as err:  # the API may be briefly unavailable; try again next round
-            log.warning("resync: cannot list resources: %s", err)
-            continue
-        active: dict[str, bool] = {}  # per namespace, asked once a round
-        for namespace, name in models:
-            try:
-                # kopf pauses its own handlers on a standby replica, but not this thread.
-                if namespace not in active:
-                    active[namespace] = peering.current().active(kube.kube(), namespace)
-                if not active[namespace]:
-                    continue
-                _reconcile(namespace, name)
-            except Exception as err:
-                log.warning("resync of %s/%s failed: %s", namespace, name, err)
+    threading.Thread(
+        target=resync_forever,
+        name="resync",
+        daemon=True,
+        kwargs={
+            "kube": client,
+            "namespaces": _config.namespaces,
+            "interval": _config.resync_seconds,
+            "stopping": _stopping,
+            "reconcile": _reconcile,
+            # kopf pauses its own handlers on a standby replica, but not this thread.
+            "is_active": lambda namespace: peering.current().active(client, namespace),
+        },
+    ).start()
 
 
 @kopf.on.cleanup()
