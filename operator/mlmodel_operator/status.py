@@ -88,6 +88,31 @@ def unschedulable_pods(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+# Container states in which a pod will not become ready without someone changing something.
+STUCK_CONTAINER_REASONS = {
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+}
+
+
+def stuck_containers(pods: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(container, reason, message) of containers waiting in a state they will not leave."""
+    out = []
+    for pod in pods:
+        if _is_terminating(pod):
+            continue
+        for container in pod.get("status", {}).get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in STUCK_CONTAINER_REASONS:
+                out.append((container["name"], waiting["reason"], waiting.get("message", "")))
+    return out
+
+
 def serving_versions(pods: list[dict[str, Any]]) -> str | None:
     """The model_version labels of the pods that are ready, e.g. "v1" or mid-rollout "v1,v2"."""
     versions = {
@@ -200,9 +225,17 @@ def evaluate(obs: Observation) -> tuple[str, dict[str, Cond]]:
         )
         return "Ready", conditions
     conditions[PROGRESSING] = Cond("True", "RollingOut", rollout)
+    nothing_serves = ready == 0
     if scheduling.status == "False":
         conditions[READY] = Cond("False", scheduling.reason, scheduling.message)
-        return ("Failed" if ready == 0 else "Degraded"), conditions
+        return ("Failed" if nothing_serves else "Degraded"), conditions
+    if stuck := stuck_containers(obs.pods):
+        container, reason, message = stuck[0]
+        detail = f"container {container}: {reason}: {message}".strip()
+        if len(stuck) > 1:
+            detail += f" (and {len(stuck) - 1} more container(s))"
+        conditions[READY] = Cond("False", reason, detail)
+        return ("Failed" if nothing_serves else "Degraded"), conditions
     conditions[READY] = Cond("False", "RollingOut", rollout)
     return "Progressing", conditions
 

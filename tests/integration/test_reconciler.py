@@ -224,6 +224,29 @@ def test_insufficient_gpus_fail_loudly_and_recover(
     assert condition(recovered, "Scheduled")["status"] == "True"
 
 
+def test_an_image_that_cannot_be_pulled_is_reported_and_recovers(
+    cluster: TestCluster, namespace: str, models: Models
+) -> None:
+    # The local cluster's kwok fails to pull exactly this image (hack/kwok/stages.yaml).
+    body = manifest("broken", model_type="custom", image="registry.invalid/missing:1.0", port=8080)
+    models.create(body)
+
+    def reported() -> dict[str, Any] | None:
+        obj = models.get("broken")
+        return obj if condition(obj, "Ready").get("reason") == "ImagePullBackOff" else None
+
+    obj = wait_until(reported, what="Ready=False, ImagePullBackOff")
+    ready = condition(obj, "Ready")
+    assert ready["status"] == "False"
+    assert 'Back-off pulling image "registry.invalid/missing:1.0"' in ready["message"]
+    assert "container model-server" in ready["message"]
+    assert obj["status"]["phase"] == "Failed"
+    assert condition(obj, "Scheduled")["status"] == "True"  # placed, but cannot start
+
+    models.patch_spec({"image": "ghcr.io/acme/model:1.0"}, name="broken")
+    models.wait_ready("broken")
+
+
 def test_hand_edits_are_undone(cluster: TestCluster, namespace: str, models: Models) -> None:
     models.create(founding_manifest())
     models.wait_ready()

@@ -44,8 +44,18 @@ def deployment(
     }
 
 
-def pod(*, ready: bool = True, unschedulable: str | None = None, version: str = "v1") -> dict:
+def pod(
+    *,
+    ready: bool = True,
+    unschedulable: str | None = None,
+    version: str = "v1",
+    waiting: str | None = None,
+) -> dict:
     conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
+    containers = []
+    if waiting is not None:
+        state = {"waiting": {"reason": waiting, "message": f"{waiting} for model-server"}}
+        containers = [{"name": "model-server", "ready": False, "state": state}]
     if unschedulable is not None:
         conditions = [
             {
@@ -57,7 +67,11 @@ def pod(*, ready: bool = True, unschedulable: str | None = None, version: str = 
         ]
     return {
         "metadata": {"labels": {"app.kubernetes.io/version": version}},
-        "status": {"phase": "Running" if ready else "Pending", "conditions": conditions},
+        "status": {
+            "phase": "Running" if ready else "Pending",
+            "conditions": conditions,
+            "containerStatuses": containers,
+        },
     }
 
 
@@ -170,6 +184,29 @@ TABLE = [
         ("False", "Unschedulable"),
         "True",
         "False",
+    ),
+    (
+        "image-cannot-be-pulled",
+        obs(
+            deployment=deployment(ready=0, available=0),
+            pods=[pod(ready=False, waiting="ImagePullBackOff")],
+        ),
+        "Failed",
+        ("False", "ImagePullBackOff"),
+        "True",
+        "True",
+    ),
+    (
+        "crash-looping-while-old-pods-serve",
+        obs(
+            desired_replicas=2,
+            deployment=deployment(replicas=2, updated=1, ready=1, available=1),
+            pods=[pod(), pod(ready=False, waiting="CrashLoopBackOff")],
+        ),
+        "Degraded",
+        ("False", "CrashLoopBackOff"),
+        "True",
+        "True",
     ),
     (
         "invalid-spec",
