@@ -61,6 +61,21 @@ class Models:
 
         return wait_until(ready, what=f"{name} to be Ready", timeout=timeout)
 
+    def wait_condition(
+        self, type_: str, *, name: str = NAME, status: str | None = None, reason: str | None = None
+    ) -> dict[str, Any]:
+        """The resource, once its `type_` condition has this status and/or reason."""
+
+        def matches() -> dict[str, Any] | None:
+            obj = self.get(name)
+            cond = condition(obj, type_)
+            wanted = (status is None or cond.get("status") == status) and (
+                reason is None or cond.get("reason") == reason
+            )
+            return obj if cond and wanted else None
+
+        return wait_until(matches, what=f"{name}: {type_} status={status} reason={reason}")
+
     def deployment(self, name: str = NAME) -> client.V1Deployment:
         return self.apps.read_namespaced_deployment(name, self.namespace)
 
@@ -205,11 +220,7 @@ def test_insufficient_gpus_fail_loudly_and_recover(
     )
     models.create(body)
 
-    def unschedulable() -> dict[str, Any] | None:
-        obj = models.get("greedy")
-        return obj if condition(obj, "Scheduled").get("status") == "False" else None
-
-    obj = wait_until(unschedulable, what="Scheduled=False")
+    obj = models.wait_condition("Scheduled", name="greedy", status="False")
     scheduled = condition(obj, "Scheduled")
     assert scheduled["reason"] == "InsufficientGPU"
     assert "Insufficient nvidia.com/gpu" in scheduled["message"]
@@ -231,11 +242,7 @@ def test_an_image_that_cannot_be_pulled_is_reported_and_recovers(
     body = manifest("broken", model_type="custom", image="registry.invalid/missing:1.0", port=8080)
     models.create(body)
 
-    def reported() -> dict[str, Any] | None:
-        obj = models.get("broken")
-        return obj if condition(obj, "Ready").get("reason") == "ImagePullBackOff" else None
-
-    obj = wait_until(reported, what="Ready=False, ImagePullBackOff")
+    obj = models.wait_condition("Ready", name="broken", reason="ImagePullBackOff")
     ready = condition(obj, "Ready")
     assert ready["status"] == "False"
     assert 'Back-off pulling image "registry.invalid/missing:1.0"' in ready["message"]
@@ -364,11 +371,7 @@ def test_invalid_stored_spec_is_reported_not_crashed_on(
     body["spec"]["computational_resources"]["memory_requirements"] = "lots"
     wait_until(lambda: _create_accepted(models, body), what="the loosened CRD to accept the object")
 
-    def reported() -> dict[str, Any] | None:
-        obj = models.get()
-        return obj if condition(obj, "Ready").get("reason") == "InvalidSpec" else None
-
-    obj = wait_until(reported, what="Ready=False reason InvalidSpec")
+    obj = models.wait_condition("Ready", reason="InvalidSpec")
     ready = condition(obj, "Ready")
     assert ready["status"] == "False"
     assert "spec.computational_resources.memory_requirements" in ready["message"]
