@@ -28,7 +28,9 @@ class OperatorConfig(BaseModel):
     api_burst: int = Field(40, ge=1, description="API requests allowed in a burst")
     runtime_catalog: Path | None = Field(None, description="YAML/JSON runtime overrides")
     monitor_image: str = Field(DEFAULT_IMAGE, description="image of the monitoring sidecar")
-    progress_deadline_seconds: int = Field(600, ge=10, description="Deployment progress deadline")
+    # Longer than the model server's startup probe budget (builders/deployment.py): a large model
+    # still loading is not yet a stalled rollout.
+    progress_deadline_seconds: int = Field(1200, ge=10, description="Deployment progress deadline")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus metrics; 0 disables")
     health_port: int = Field(8081, ge=0, le=65535, description="liveness endpoint; 0 disables")

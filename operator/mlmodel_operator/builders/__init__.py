@@ -38,7 +38,7 @@ class BuildSettings:
 
     runtimes: dict[str, Runtime]
     monitor_image: str
-    progress_deadline_seconds: int = 600
+    progress_deadline_seconds: int = 1200
     # Whether the cluster serves monitoring.coreos.com/v1 (ServiceMonitor, PrometheusRule).
     prometheus_operator: bool = False
 
