@@ -195,11 +195,8 @@ class Kube:
 
     # --- writes -----------------------------------------------------------------------------
 
-    def apply(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        """Server-side apply `obj` unless the live object already matches it.
-
-        Returns the live object and whether a write was made.
-        """
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply `obj` unless the live object already matches it; the live object."""
         desired = with_hash(obj)
         meta = desired["metadata"]
         path = resource_path(
@@ -207,7 +204,7 @@ class Kube:
         )
         live = self.get(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
         if live is not None and covers(live, desired):
-            return live, False
+            return live
         applied = self.request(
             "PATCH",
             path,
@@ -216,7 +213,7 @@ class Kube:
             content_type="application/apply-patch+yaml",
         )
         log.info("applied %s %s/%s", desired["kind"], meta["namespace"], meta["name"])
-        return applied, True
+        return applied
 
     def delete(self, ref: ObjectRef) -> bool:
         """Delete if it exists; whether anything was deleted."""

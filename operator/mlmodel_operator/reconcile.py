@@ -39,6 +39,14 @@ class TransientError(Exception):
     """The API server failed in a way worth retrying (conflict, throttling, 5xx)."""
 
 
+def permanent_error(err: ApiException) -> str:
+    """The API server's message for an error worth reporting; an error worth retrying (conflict,
+    throttling, 5xx) is raised as TransientError instead."""
+    if is_transient(err):
+        raise TransientError(describe_error(err)) from err
+    return describe_error(err)
+
+
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -86,25 +94,19 @@ def reconcile_once(kube: Kube, settings: BuildSettings, namespace: str, name: st
     errors = []
     for obj in children.apply:
         try:
-            live[obj["kind"]], _ = kube.apply(obj)
+            live[obj["kind"]] = kube.apply(obj)
         except ApiException as err:
-            if is_transient(err):
-                raise TransientError(describe_error(err)) from err
-            errors.append(f"{obj['kind']} {obj['metadata']['name']}: {describe_error(err)}")
+            errors.append(f"{obj['kind']} {obj['metadata']['name']}: {permanent_error(err)}")
     for ref in children.absent:
         try:
             kube.delete(ref)
         except ApiException as err:
-            if is_transient(err):
-                raise TransientError(describe_error(err)) from err
-            errors.append(f"deleting {ref.kind} {ref.name}: {describe_error(err)}")
+            errors.append(f"deleting {ref.kind} {ref.name}: {permanent_error(err)}")
 
     try:
         pods = kube.list("v1", "Pod", namespace, selector_string(owner))
     except ApiException as err:
-        if is_transient(err):
-            raise TransientError(describe_error(err)) from err
-        errors.append(f"listing pods: {describe_error(err)}")
+        errors.append(f"listing pods: {permanent_error(err)}")
         pods = []
     monitoring = spec.monitoring
     drift_active = monitoring.drift_detection == "active"
@@ -137,14 +139,10 @@ def _write_status(
         try:
             kube.patch_model_status(meta["namespace"], meta["name"], status)
         except ApiException as err:
-            if is_transient(err):
-                raise TransientError(describe_error(err)) from err
             # Nowhere left to report it but the log: retrying would only repeat the refusal.
+            message = permanent_error(err)
             log.error(
-                "cannot write the status of %s/%s: %s",
-                meta["namespace"],
-                meta["name"],
-                describe_error(err),
+                "cannot write the status of %s/%s: %s", meta["namespace"], meta["name"], message
             )
             return "error"
     for event in transition_events(previous, status):

@@ -284,7 +284,6 @@ def test_resync_of_unchanged_resource_writes_nothing(
 ) -> None:
     models.create(body)
     models.wait_ready()
-    time.sleep(1)  # let the last pod and Deployment status updates settle
 
     def versions() -> dict[str, str]:
         return {
@@ -298,7 +297,14 @@ def test_resync_of_unchanged_resource_writes_nothing(
             ).metadata.resource_version,
         }
 
-    before = versions()
+    # Ready comes from replica counts; the Deployment's own conditions (mirrored as Available)
+    # may still be catching up, and that is a real change. Wait until nothing changes.
+    def settled() -> dict[str, str] | None:
+        first = versions()
+        time.sleep(1.5)
+        return first if versions() == first else None
+
+    before = wait_until(settled, what="the status to settle")
     with caplog.at_level(logging.DEBUG, logger="mlmodel_operator.kube"):
         time.sleep(7)  # the test operator resyncs every 3 s: at least two resyncs
     assert versions() == before

@@ -11,7 +11,7 @@ import time
 
 from mlmodel_operator.api import DriftSettings
 from mlmodel_operator.monitor import metrics
-from mlmodel_operator.monitor.drift import CheckResult, DriftDetector
+from mlmodel_operator.monitor.drift import DriftDetector
 from mlmodel_operator.monitor.payloads import UnreadablePayload, parse
 from mlmodel_operator.monitor.reference import ReferenceUnavailable, load_reference
 
@@ -26,7 +26,6 @@ class DriftWorker:
         self.settings = settings
         self.queue: queue.Queue[Payload | None] = queue.Queue(maxsize=queue_size)
         self.detector: DriftDetector | None = None
-        self.last_result: CheckResult | None = None
         self.source = "uri" if settings.reference_uri else "live"
         self._thread = threading.Thread(target=self._run, name="drift-worker", daemon=True)
 
@@ -103,7 +102,6 @@ class DriftWorker:
     def _check(self) -> None:
         assert self.detector is not None
         result = self.detector.check()
-        self.last_result = result
         for feature in result.features:
             labels = (self.model, feature.direction, feature.feature, feature.method)
             metrics.DRIFT_SCORE.labels(*labels).set(feature.score)
