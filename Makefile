@@ -29,7 +29,7 @@ cluster-up: binaries ## start the local control plane (reuses a healthy one)
 cluster-down: ## stop the local control plane; no process or port is left behind
 	$(CLUSTER) down
 
-env: ## print shell exports for kubectl/helm: eval "$$(make -s env)"
+env: ## print shell exports for kubectl/helm: eval "$(make -s env)"
 	@$(CLUSTER) env
 
 lint: venv ## ruff lint and format check
@@ -56,9 +56,8 @@ bench: venv ## benchmarks: sidecar added latency, drift check vs scipy (prints r
 	$(BIN)/python bench/drift_check.py
 	$(BIN)/python bench/sidecar_latency.py
 
-demo: venv cluster-up ## control plane, CRD and operator; the founding manifest applied and shown Ready
+demo: venv binaries ## control plane, CRD and operator; the founding manifest applied and shown Ready
 	@bash hack/demo.sh
 
-demo-down: ## stop the demo's operator and the control plane
+demo-down: ## undo what the demo did: its operator and namespace, and the cluster if it started it
 	@bash hack/demo.sh down
-	$(CLUSTER) down

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # make demo: the local control plane, the CRD, the operator (in the background), and the
-# founding manifest applied unchanged, shown Ready. `make demo-down` undoes all of it.
+# founding manifest applied unchanged, shown Ready.
+# make demo-down (`hack/demo.sh down`) undoes what the demo did and nothing more: it stops the
+# operator, deletes the demo namespace, and deletes the CRD and stops the control plane only if
+# the demo created them (a cluster started with `make cluster-up` keeps running).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MANIFEST=${MANIFEST:-../shared/examples/predictive-analytics-system.yaml}
+MANIFEST=${MANIFEST:-manifests/examples/predictive-analytics-system.yaml}
 NAMESPACE=${NAMESPACE:-mlmodel-demo}
+CRD=crd/mlmodeldeployments.machine-learning.org
+CLUSTER="python3 hack/localcluster.py"
 STATE=.demo
 mkdir -p "$STATE"
-eval "$(python3 hack/localcluster.py env)"
 
 stop_operator() {
   if [[ -f $STATE/operator.pid ]]; then
@@ -19,12 +23,34 @@ stop_operator() {
 
 if [[ "${1:-}" == "down" ]]; then
   stop_operator
+  if $CLUSTER status >/dev/null 2>&1; then
+    eval "$($CLUSTER env)"
+    kubectl delete namespace "$NAMESPACE" --ignore-not-found --wait=false
+    if [[ -f $STATE/created-crd ]]; then
+      kubectl delete "$CRD" --ignore-not-found
+    fi
+    if [[ -f $STATE/started-cluster ]]; then
+      $CLUSTER down
+    else
+      echo "the control plane was running before the demo; it keeps running (make cluster-down)"
+    fi
+  fi
+  rm -f "$STATE/started-cluster" "$STATE/created-crd"
   exit 0
 fi
 
+if ! $CLUSTER status >/dev/null 2>&1; then
+  $CLUSTER up
+  touch "$STATE/started-cluster"
+fi
+eval "$($CLUSTER env)"
+
 echo "== CRD"
+if ! kubectl get "$CRD" >/dev/null 2>&1; then
+  touch "$STATE/created-crd"
+fi
 kubectl apply --server-side --force-conflicts -f crds/
-kubectl wait --for=condition=Established --timeout=60s crd/mlmodeldeployments.machine-learning.org
+kubectl wait --for=condition=Established --timeout=60s "$CRD"
 
 echo "== namespace $NAMESPACE (Pod Security: restricted)"
 kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f -
@@ -54,4 +80,4 @@ echo
 kubectl get events -n "$NAMESPACE" --field-selector "involvedObject.name=$name" \
   --sort-by=.metadata.creationTimestamp
 echo
-echo "The operator keeps running in the background; \`make demo-down\` stops it and the cluster."
+echo "The operator keeps running in the background; \`make demo-down\` stops what the demo started."

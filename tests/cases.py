@@ -10,7 +10,9 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-FOUNDING_MANIFEST = REPO.parent / "shared" / "examples" / "predictive-analytics-system.yaml"
+# The project's copy of the founding design document's manifest; tests read it, never anything
+# outside the repository.
+FOUNDING_MANIFEST = REPO / "manifests" / "examples" / "predictive-analytics-system.yaml"
 
 # memory_requirements -> bytes
 MEMORY_GOOD: dict[str, int] = {
@@ -152,3 +154,38 @@ BAD_MANIFESTS: list[tuple[str, dict[str, Any], str]] = [
         "spec.port",
     ),
 ]
+
+# Every Unicode White_Space character, which no URI or image reference may hold; the fuzz that
+# found admission and the operator disagreeing used these.
+WHITESPACE_CHARS = [
+    *"\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000",
+    *(chr(c) for c in range(0x2000, 0x200B)),
+]
+# (spec path, a good value, how to make it bad by putting `c` in it)
+STRING_FIELDS: list[tuple[str, str]] = [
+    ("model_uri", "s3://models/fraud-\U0001f600/v1/"),
+    ("image", "ghcr.io/acme/model-\u00e9:1"),
+    ("monitoring.drift.reference_uri", "https://data.example.com/ref\u00e9\U0001f600.csv"),
+]
+# (id, spec path, value, whether it is valid): one table for pydantic, the CRD pattern and the
+# real API server, so that admission refuses exactly what the operator refuses.
+STRING_CASES: list[tuple[str, str, str, bool]] = [
+    *((f"{path}-good", path, good, True) for path, good in STRING_FIELDS),
+    *(
+        (f"{path}-U+{ord(c):04X}", path, good[:8] + c + good[8:], False)
+        for path, good in STRING_FIELDS
+        for c in WHITESPACE_CHARS
+    ),
+    # Not White_Space in Unicode, so allowed by both: an information separator and a zero-width
+    # space.
+    ("model_uri-U+001C", "model_uri", "s3://models/a\x1cb", True),
+    ("model_uri-U+200B", "model_uri", "s3://models/a\u200bb", True),
+]
+
+
+def string_case_manifest(path: str, value: str) -> dict[str, Any]:
+    """The founding manifest with one string field set (custom type where `image` is set)."""
+    body = with_spec(_FOUNDING, path, value)
+    if path == "image":
+        body["spec"]["model_type"] = "custom"
+    return body
