@@ -1,8 +1,11 @@
 """Shared fixtures: the cluster the integration and e2e tests talk to, and a namespace per test.
 
 The cluster comes from MLMODEL_TEST_CLUSTER:
-  local       (default) the local control plane from hack/localcluster.py: started for the session
-              and stopped after it, or reused (and left running) when one is already up;
+  local       (default) the suite's own local control plane from hack/localcluster.py, in
+              $MLMODEL_TEST_CLUSTER_DIR (default .test-cluster/, apart from the .cluster/ of
+              `make cluster-up` and the demo, so that a user's models never hold the capacity
+              the tests need): started for the session and stopped after it, or reused (and left
+              running) when one is already up, after removing what an interrupted run left;
   kubeconfig  whatever cluster $KUBECONFIG points at, with kubectl and helm from $PATH;
   kind        a kind cluster through pytest-kind-ng; needs a Docker engine.
 """
@@ -20,10 +23,12 @@ import pytest
 from kopf.testing import KopfRunner
 from kubernetes import client
 
-from kube_helpers import TestCluster, cached_bin_dirs, wait_until
+from kube_helpers import SUITE_LABEL, TestCluster, cached_bin_dirs, create_namespace, wait_until
+from mlmodel_operator import config
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCHER = REPO / "hack" / "localcluster.py"
+CLUSTER_DIR = Path(os.environ.get("MLMODEL_TEST_CLUSTER_DIR", REPO / ".test-cluster"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -36,7 +41,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def _launcher(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(LAUNCHER), *args], check=check, capture_output=True, text=True
+        [sys.executable, str(LAUNCHER), *args, "--dir", str(CLUSTER_DIR)],
+        check=check,
+        capture_output=True,
+        text=True,
+    )
+
+
+def _remove_leftovers(api: client.ApiClient) -> None:
+    """Delete the namespaces of an earlier, interrupted run and wait until they are gone, so
+    that their pods hold no capacity the tests count on."""
+    core = client.CoreV1Api(api)
+    leftovers = [ns.metadata.name for ns in core.list_namespace(label_selector=SUITE_LABEL).items]
+    for name in leftovers:
+        core.delete_namespace(name)
+    wait_until(
+        lambda: not core.list_namespace(label_selector=SUITE_LABEL).items,
+        what=f"namespaces of an earlier run to be deleted: {leftovers}",
+        timeout=180,
     )
 
 
@@ -49,8 +71,12 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[TestCluster]:
             result = _launcher("up", check=False)
             if result.returncode != 0:
                 pytest.fail(f"the local control plane did not start:\n{result.stderr}")
-        kubeconfig = Path(os.environ.get("MLMODEL_CLUSTER_DIR", REPO / ".cluster")) / "kubeconfig"
-        yield TestCluster(kubeconfig=kubeconfig, bin_dirs=cached_bin_dirs())
+        test_cluster = TestCluster(
+            kubeconfig=CLUSTER_DIR / "kubeconfig", bin_dirs=cached_bin_dirs()
+        )
+        if already_up:
+            _remove_leftovers(test_cluster.api)
+        yield test_cluster
         if not already_up:
             _launcher("down", check=False)
     elif mode == "kubeconfig":
@@ -65,17 +91,9 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[TestCluster]:
 @pytest.fixture
 def namespace(cluster: TestCluster) -> Iterator[str]:
     """A fresh namespace, ready for pods (its default ServiceAccount exists), deleted afterwards."""
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(cluster.api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    wait_until(
-        lambda: any(
-            sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items
-        ),
-        what=f"the default ServiceAccount in {name}",
-    )
+    name = create_namespace(cluster.api, f"t-{uuid.uuid4().hex[:8]}")
     yield name
-    core.delete_namespace(name)
+    client.CoreV1Api(cluster.api).delete_namespace(name)
 
 
 @pytest.fixture(scope="session")
@@ -92,12 +110,29 @@ def crd(cluster: TestCluster) -> str:
 OPERATOR_ENV = {"MLMODEL_RESYNC_SECONDS": "3", "MLMODEL_LOG_LEVEL": "INFO"}
 
 
-@pytest.fixture(scope="session")
-def operator(cluster: TestCluster, crd: str) -> Iterator[KopfRunner]:
-    """The operator, in-process through kopf's KopfRunner, watching all namespaces."""
-    os.environ.update({"KUBECONFIG": str(cluster.kubeconfig), **OPERATOR_ENV})
+@pytest.fixture
+def operator(
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    cluster: TestCluster,
+    crd: str,
+    namespace: str,
+) -> Iterator[KopfRunner]:
+    """The operator, in-process through kopf's KopfRunner, watching this test's namespace only:
+    other tests' namespaces (terminating, or served by another operator) are none of its
+    business. `@pytest.mark.operator_env(NAME=value)` changes its settings for one test."""
+    marker = request.node.get_closest_marker("operator_env")
+    settings = {
+        "KUBECONFIG": str(cluster.kubeconfig),
+        **OPERATOR_ENV,
+        **(marker.kwargs if marker else {}),
+        "MLMODEL_NAMESPACES": namespace,
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    config.set_current(config.from_env())
     runner = KopfRunner(
-        ["run", "--standalone", "--all-namespaces", "-m", "mlmodel_operator.handlers"],
+        ["run", "--standalone", f"--namespace={namespace}", "-m", "mlmodel_operator.handlers"],
         timeout=60,
     )
     with runner:

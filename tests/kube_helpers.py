@@ -17,6 +17,9 @@ from kubernetes.client.exceptions import ApiException
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
+# Every namespace the suite creates carries this label, so that a later run on the same cluster
+# can remove what an interrupted one left behind.
+SUITE_LABEL = "mlmodel-operator.test/suite"
 
 
 def cached_bin_dirs() -> list[Path]:
@@ -113,3 +116,17 @@ class TestCluster:
     @cached_property
     def api(self) -> client.ApiClient:
         return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+
+def create_namespace(api: client.ApiClient, name: str, labels: dict[str, str] | None = None) -> str:
+    """A namespace labelled as the suite's, ready for pods (its default ServiceAccount exists)."""
+    core = client.CoreV1Api(api)
+    meta = client.V1ObjectMeta(name=name, labels={SUITE_LABEL: "true", **(labels or {})})
+    core.create_namespace(client.V1Namespace(metadata=meta))
+    wait_until(
+        lambda: any(
+            sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items
+        ),
+        what=f"the default ServiceAccount in {name}",
+    )
+    return name

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kube_helpers import TestCluster, wait_until
+from kube_helpers import TestCluster, create_namespace, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "mlmodel-operator"
@@ -50,8 +50,8 @@ def get_json(cluster: TestCluster, *args: str) -> dict[str, Any]:
 
 
 def restricted_namespace(cluster: TestCluster, name: str) -> None:
-    cluster.kubectl("create", "namespace", name)
-    cluster.kubectl("label", "namespace", name, RESTRICTED)
+    key, _, value = RESTRICTED.partition("=")
+    create_namespace(cluster.api, name, {key: value})
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +185,15 @@ def test_operator_with_the_chart_serviceaccount_reconciles_the_founding_manifest
         pods = get_json(cluster, "pods", "-n", models, "-l", obj["status"]["selector"])
         assert [p["status"]["phase"] for p in pods["items"]] == ["Running"]
         assert process.poll() is None, text[-4000:]
-        time.sleep(1)  # let the last status and event writes land
+        # The ModelServing event is the last write for a model that became Ready.
+        wait_until(
+            lambda: "ModelServing"
+            in cluster.kubectl(
+                "get", "events", "-n", models, "--field-selector", f"involvedObject.name={name}",
+                "-o", "jsonpath={.items[*].reason}",
+            ).stdout,
+            what="the ModelServing event",
+        )  # fmt: skip
         text = log.read_text(errors="replace")
         assert "forbidden" not in text.lower(), [ln for ln in text.splitlines() if "orbidden" in ln]
         assert "applied Deployment" in text  # this process wrote the children

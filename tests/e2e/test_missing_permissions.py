@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from chart_helpers import CHART, REPO, helm
-from kube_helpers import TestCluster, wait_until
+from kube_helpers import TestCluster, create_namespace, wait_until
 
 
 def chart_cluster_role() -> dict:
@@ -48,7 +48,7 @@ def test_a_missing_permission_is_reported_in_status(cluster: TestCluster, tmp_pa
         "metadata": {"name": name},
         "rules": rules,
     }
-    cluster.kubectl("create", "namespace", ns)
+    create_namespace(cluster.api, ns)
     cluster.kubectl("create", "serviceaccount", "operator", "-n", ns)
     cluster.kubectl("apply", "-f", "-", input=json.dumps(role))
     cluster.kubectl(

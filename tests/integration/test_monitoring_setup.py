@@ -12,6 +12,7 @@ from kubernetes import client
 
 from cases import founding_manifest
 from kube_helpers import TestCluster, wait_until
+from model_helpers import wait_for_reconciles
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -47,6 +48,7 @@ def prometheus_operator_crd(kind: str, plural: str) -> dict[str, Any]:
     }
 
 
+PROMETHEUS = "monitoring.coreos.com"
 CRDS = [
     prometheus_operator_crd("ServiceMonitor", "servicemonitors"),
     prometheus_operator_crd("PrometheusRule", "prometheusrules"),
@@ -78,6 +80,15 @@ def prometheus_operator_crds(cluster: TestCluster) -> Iterator[None]:
     yield
     for crd in CRDS:
         ext.delete_custom_resource_definition(crd["metadata"]["name"])
+    # Deletion finishes asynchronously; the next test may create them again.
+    wait_until(
+        lambda: (
+            not [
+                c for c in ext.list_custom_resource_definition().items if c.spec.group == PROMETHEUS
+            ]
+        ),
+        what="the Prometheus Operator CRDs to be deleted",
+    )
 
 
 def test_without_prometheus_operator_pods_carry_scrape_annotations(
@@ -117,8 +128,12 @@ def test_with_prometheus_operator_a_service_monitor_and_rules_are_created(
         {"port": "metrics", "path": "/metrics", "interval": "30s"}
     ]
     assert monitor["metadata"]["ownerReferences"][0]["name"] == NAME
-    rule = custom.get_namespaced_custom_object(
-        "monitoring.coreos.com", "v1", namespace, "prometheusrules", NAME
+    # Applied after the ServiceMonitor, in the same reconcile: it may not be there yet.
+    rule = wait_until(
+        lambda: custom.get_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", namespace, "prometheusrules", NAME
+        ),
+        what="the PrometheusRule",
     )
     alerts = {r["alert"] for r in rule["spec"]["groups"][0]["rules"]}
     assert alerts == {"MLModelDriftDetected", "MLModelHighLatency", "MLModelHighErrorRatio"}
@@ -152,4 +167,45 @@ def test_with_prometheus_operator_a_service_monitor_and_rules_are_created(
         ),
         what="the ServiceMonitor to be removed",
     )
-    assert monitoring_condition(custom, namespace)["reason"] == "Disabled"
+    # The status is written after the deletes.
+    wait_until(
+        lambda: monitoring_condition(custom, namespace).get("reason") == "Disabled",
+        what="MonitoringReady=Disabled",
+    )
+
+
+def test_a_users_service_monitor_and_rule_of_the_same_name_are_left_alone(
+    cluster: TestCluster, namespace: str, prometheus_operator_crds: None
+) -> None:
+    # Monitoring off: the operator wants no ServiceMonitor or PrometheusRule named after the
+    # model, and deletes its own; these are a user's.
+    custom = client.CustomObjectsApi(cluster.api)
+    mine = {}
+    for kind, plural in (
+        ("ServiceMonitor", "servicemonitors"),
+        ("PrometheusRule", "prometheusrules"),
+    ):
+        body = {
+            "apiVersion": "monitoring.coreos.com/v1",
+            "kind": kind,
+            "metadata": {"name": NAME},
+            "spec": {"owner": "a user"},
+        }
+        created = custom.create_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", namespace, plural, body
+        )
+        mine[plural] = created["metadata"]["resourceVersion"]
+    body = founding_manifest()
+    body["spec"]["monitoring"] = {"performance_tracking": "disabled", "drift_detection": "inactive"}
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+    wait_until(
+        lambda: monitoring_condition(custom, namespace).get("reason") == "Disabled",
+        what="MonitoringReady=Disabled",
+    )
+    wait_for_reconciles(2)
+
+    for plural, resource_version in mine.items():
+        kept = custom.get_namespaced_custom_object(
+            "monitoring.coreos.com", "v1", namespace, plural, NAME
+        )
+        assert kept["metadata"]["resourceVersion"] == resource_version

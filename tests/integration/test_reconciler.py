@@ -15,75 +15,9 @@ from kubernetes import client, watch
 
 from cases import FOUNDING_MANIFEST, REPO, founding_manifest, manifest
 from kube_helpers import TestCluster, wait_until
+from model_helpers import GROUP, NAME, PLURAL, VERSION, Models, condition
 
 pytestmark = pytest.mark.usefixtures("operator")
-
-GROUP, VERSION, PLURAL = "machine-learning.org", "v1", "mlmodeldeployments"
-NAME = "predictive-analytics-system"
-
-
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    conditions = obj.get("status", {}).get("conditions", [])
-    return next((c for c in conditions if c["type"] == type_), {})
-
-
-class Models:
-    """MLModelDeployments in one namespace, through the real API server."""
-
-    def __init__(self, cluster: TestCluster, namespace: str) -> None:
-        self.custom = client.CustomObjectsApi(cluster.api)
-        self.apps = client.AppsV1Api(cluster.api)
-        self.core = client.CoreV1Api(cluster.api)
-        self.namespace = namespace
-
-    def create(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.create_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, body
-        )
-
-    def get(self, name: str = NAME) -> dict[str, Any]:
-        return self.custom.get_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, name
-        )
-
-    def patch_spec(self, spec: dict[str, Any], name: str = NAME) -> dict[str, Any]:
-        return self.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec}
-        )
-
-    def wait_ready(self, name: str = NAME, timeout: float = 60) -> dict[str, Any]:
-        def ready() -> dict[str, Any] | None:
-            obj = self.get(name)
-            current = (
-                obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
-            )
-            return obj if current and condition(obj, "Ready").get("status") == "True" else None
-
-        return wait_until(ready, what=f"{name} to be Ready", timeout=timeout)
-
-    def wait_condition(
-        self, type_: str, *, name: str = NAME, status: str | None = None, reason: str | None = None
-    ) -> dict[str, Any]:
-        """The resource, once its `type_` condition has this status and/or reason."""
-
-        def matches() -> dict[str, Any] | None:
-            obj = self.get(name)
-            cond = condition(obj, type_)
-            wanted = (status is None or cond.get("status") == status) and (
-                reason is None or cond.get("reason") == reason
-            )
-            return obj if cond and wanted else None
-
-        return wait_until(matches, what=f"{name}: {type_} status={status} reason={reason}")
-
-    def deployment(self, name: str = NAME) -> client.V1Deployment:
-        return self.apps.read_namespaced_deployment(name, self.namespace)
-
-    def events(self, name: str = NAME) -> list[str]:
-        events = self.core.list_namespaced_event(
-            self.namespace, field_selector=f"involvedObject.name={name}"
-        ).items
-        return [e.reason for e in sorted(events, key=lambda e: e.metadata.creation_timestamp)]
 
 
 @pytest.fixture
