@@ -143,9 +143,18 @@ class CRDModel(BaseModel):
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 RESOURCE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$"
 CPU_PATTERN = r"^([0-9]*[1-9][0-9]*(\.[0-9]+)?|[0-9]+\.[0-9]*[1-9][0-9]*|[0-9]*[1-9][0-9]*m)$"
-MODEL_URI_PATTERN = r"^(s3|gs|https|pvc|hf)://[^\s]+$"
-REFERENCE_URI_PATTERN = r"^(https?://|/)[^\s]+$"
-IMAGE_PATTERN = r"^[^\s]+$"
+# Unicode's White_Space characters, spelled out rather than written \s: the API server's regular
+# expressions (RE2) read \s as ASCII whitespace and pydantic's (Rust regex) as Unicode whitespace,
+# so with \s a URI holding a no-break space would pass admission and be refused by the operator.
+# Up to U+00FF as regex escapes, which RE2, Rust regex and Python's re read alike: U+0085 must not
+# appear raw in the CRD, because `kubectl apply --server-side` sends it raw inside a JSON string
+# and the API server's YAML parser folds it into a space. Above U+00FF the three have no common
+# escape, so those are the characters themselves (JSON and YAML carry them intact).
+WHITESPACE = r"\t\n\x0b\x0c\r \x85\xa0" + "\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_NO_WHITESPACE = f"[^{WHITESPACE}]+"
+MODEL_URI_PATTERN = f"^(s3|gs|https|pvc|hf)://{_NO_WHITESPACE}$"
+REFERENCE_URI_PATTERN = f"^(https?://|/){_NO_WHITESPACE}$"
+IMAGE_PATTERN = f"^{_NO_WHITESPACE}$"
 # Ports the monitoring sidecar listens on in every model pod.
 SIDECAR_PROXY_PORT = 8480
 SIDECAR_METRICS_PORT = 9090

@@ -4,6 +4,7 @@ defaults filled in, and bad input is refused by `kubectl apply` itself, naming t
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -14,7 +15,9 @@ from cases import (
     FOUNDING_MANIFEST,
     MEMORY_BAD,
     MEMORY_GOOD,
+    STRING_CASES,
     founding_manifest,
+    string_case_manifest,
     with_spec,
 )
 from kube_helpers import TestCluster
@@ -67,23 +70,41 @@ def test_bad_manifest_is_refused_naming_the_field(
     assert not cluster.kubectl("get", "mlmd", "-n", namespace, "-o", "name").stdout.strip()
 
 
+def admitted(cluster: TestCluster, namespace: str, body: dict[str, Any], path: str) -> bool:
+    """Whether the API server admits `body` (a dry run); a refusal must name spec.`path`."""
+    try:
+        client.CustomObjectsApi(cluster.api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, body, dry_run="All"
+        )
+        return True
+    except ApiException as err:
+        assert err.status == 422, err.body
+        assert f"spec.{path}" in err.body, err.body
+        return False
+
+
 def test_memory_pattern_on_the_server_agrees_with_the_parser(
     cluster: TestCluster, namespace: str
 ) -> None:
-    api = client.CustomObjectsApi(cluster.api)
-    disagreements = []
-    for text in [*MEMORY_GOOD, *MEMORY_BAD]:
-        body = with_spec(founding_manifest(), "computational_resources.memory_requirements", text)
-        try:
-            api.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, body, dry_run="All"
-            )
-            accepted = True
-        except ApiException as err:
-            assert err.status == 422, err.body
-            accepted = False
-        if accepted != (text in MEMORY_GOOD):
-            disagreements.append(text)
+    path = "computational_resources.memory_requirements"
+    disagreements = [
+        text
+        for text in [*MEMORY_GOOD, *MEMORY_BAD]
+        if admitted(cluster, namespace, with_spec(founding_manifest(), path, text), path)
+        != (text in MEMORY_GOOD)
+    ]
+    assert not disagreements
+
+
+def test_string_fields_on_the_server_agree_with_the_operator(
+    cluster: TestCluster, namespace: str
+) -> None:
+    """Any string the API server admits, the operator's model accepts, and the other way round."""
+    disagreements = [
+        case
+        for case, path, value, valid in STRING_CASES
+        if admitted(cluster, namespace, string_case_manifest(path, value), path) != valid
+    ]
     assert not disagreements
 
 

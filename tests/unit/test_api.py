@@ -3,7 +3,15 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from cases import BAD_MANIFESTS, MEMORY_BAD, MEMORY_GOOD, founding_manifest, manifest
+from cases import (
+    BAD_MANIFESTS,
+    MEMORY_BAD,
+    MEMORY_GOOD,
+    STRING_CASES,
+    founding_manifest,
+    manifest,
+    string_case_manifest,
+)
 from mlmodel_operator import api, crdgen
 
 
@@ -30,6 +38,29 @@ def test_crd_memory_pattern_agrees_with_parser(text: str) -> None:
         "memory_requirements"
     ]["pattern"]
     assert (re.search(pattern, text) is not None) == (text in MEMORY_GOOD)
+
+
+def schema_at(path: str) -> dict:
+    """The CRD schema of the dotted spec `path`."""
+    node = crd_spec_schema()
+    for key in path.split("."):
+        node = node["properties"][key]
+    return node
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "valid"),
+    [case[1:] for case in STRING_CASES],
+    ids=[case[0] for case in STRING_CASES],
+)
+def test_string_fields_pydantic_and_crd_pattern_agree(path: str, value: str, valid: bool) -> None:
+    assert (re.search(schema_at(path)["pattern"], value) is not None) == valid
+    body = string_case_manifest(path, value)
+    if valid:
+        api.MLModelDeploymentSpec.model_validate(body["spec"])
+    else:
+        with pytest.raises(ValidationError, match=path.rsplit(".", 1)[-1]):
+            api.MLModelDeploymentSpec.model_validate(body["spec"])
 
 
 @pytest.mark.parametrize(
