@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import partial
 from typing import Any
 
 import kopf
@@ -15,18 +16,16 @@ import kopf
 from mlmodel_operator import api, config, kube, peering
 from mlmodel_operator.builders import BuildSettings
 from mlmodel_operator.builders.meta import INSTANCE_LABEL, MANAGED_BY_LABEL, OPERATOR_NAME
-from mlmodel_operator.reconcile import Reconciler, TransientError
+from mlmodel_operator.reconcile import Reconciler, reconcile_once
 from mlmodel_operator.resync import resync_forever
 from mlmodel_operator.runtimes import load_catalog
 
 MODEL = (api.GROUP, api.VERSION, api.PLURAL)
 CHILDREN = [("apps", "v1", "deployments"), ("", "v1", "services"), ("", "v1", "configmaps")]
 OURS = {MANAGED_BY_LABEL: OPERATOR_NAME, INSTANCE_LABEL: kopf.PRESENT}
-MAX_RETRY_DELAY_SECONDS = 60
 
-_config = config.current()
 _reconciler: Reconciler | None = None
-_stopping = threading.Event()
+_stopping = threading.Event()  # a fresh one each start: a stopped loop stays stopped
 
 
 def reconciler() -> Reconciler:
@@ -37,13 +36,14 @@ def reconciler() -> Reconciler:
 
 @kopf.on.startup()
 def start(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _reconciler
-    logging.getLogger("mlmodel_operator").setLevel(_config.log_level)
-    if _config.log_level != "DEBUG":
+    global _reconciler, _stopping
+    cfg = config.current()
+    logging.getLogger("mlmodel_operator").setLevel(cfg.log_level)
+    if cfg.log_level != "DEBUG":
         # kopf reports every handler call on every child event at INFO; the operator's own
         # logs say what changed.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    settings.execution.max_workers = _config.workers
+    settings.execution.max_workers = cfg.workers
     # The operator posts its own, meaningful Events; kopf's per-handler ones would be noise.
     settings.posting.enabled = False
     # Keep kopf's bookkeeping out of status, which the CRD schema owns.
@@ -52,21 +52,21 @@ def start(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     build = BuildSettings(
-        runtimes=load_catalog(_config.runtime_catalog),
-        monitor_image=_config.monitor_image,
-        progress_deadline_seconds=_config.progress_deadline_seconds,
+        runtimes=load_catalog(cfg.runtime_catalog),
+        monitor_image=cfg.monitor_image,
+        progress_deadline_seconds=cfg.progress_deadline_seconds,
     )
-    client = kube.configure(_config.api_qps, _config.api_burst)
-    _reconciler = Reconciler(client, build)
-    _stopping.clear()
+    client = kube.configure(cfg.api_qps, cfg.api_burst)
+    _reconciler = Reconciler(partial(reconcile_once, client, build))
+    _stopping = threading.Event()
     threading.Thread(
         target=resync_forever,
         name="resync",
         daemon=True,
         kwargs={
             "kube": client,
-            "namespaces": _config.namespaces,
-            "interval": _config.resync_seconds,
+            "namespaces": cfg.namespaces,
+            "interval": cfg.resync_seconds,
             "stopping": _stopping,
             "reconcile": _reconcile,
             # kopf pauses its own handlers on a standby replica, but not this thread.
@@ -78,15 +78,14 @@ def start(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.cleanup()
 def stop(**_: Any) -> None:
     _stopping.set()
+    if _reconciler is not None:
+        _reconciler.close()
 
 
-def _reconcile(namespace: str, name: str, retry: int = 0) -> None:
-    try:
-        outcome = reconciler()(namespace, name)
-    except TransientError as err:
-        # Exponential backoff: 1, 2, 4 ... seconds, at most a minute.
-        delay = min(2**retry, MAX_RETRY_DELAY_SECONDS)
-        raise kopf.TemporaryError(str(err), delay=delay) from err
+def _reconcile(namespace: str, name: str) -> None:
+    # Never raises for a failed run: the Reconciler retries it with backoff, also when the run
+    # was a coalesced one that this caller did not ask for.
+    outcome = reconciler()(namespace, name)
     if outcome is not None:
         reconciler().track(namespace, name, outcome != "gone")
 
@@ -94,8 +93,8 @@ def _reconcile(namespace: str, name: str, retry: int = 0) -> None:
 @kopf.on.resume(*MODEL)
 @kopf.on.create(*MODEL)
 @kopf.on.update(*MODEL)
-def model_changed(namespace: str, name: str, retry: int, **_: Any) -> None:
-    _reconcile(namespace, name, retry)
+def model_changed(namespace: str, name: str, **_: Any) -> None:
+    _reconcile(namespace, name)
 
 
 @kopf.on.delete(*MODEL, optional=True)
@@ -104,11 +103,7 @@ def model_deleted(namespace: str, name: str, **_: Any) -> None:
 
 
 def _child_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
-    try:
-        _reconcile(namespace, labels[INSTANCE_LABEL])
-    except kopf.TemporaryError:
-        # Event handlers are not retried; the next event or the resync catches up.
-        logging.getLogger(__name__).warning("transient error; will retry on the next event")
+    _reconcile(namespace, labels[INSTANCE_LABEL])
 
 
 for _group, _version, _plural in CHILDREN:

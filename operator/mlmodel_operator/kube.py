@@ -1,8 +1,9 @@
 """The only module that talks to the API server.
 
 One apply helper (server-side apply, field manager `mlmodel-operator`, force) that skips the write
-when the live object already matches; reads, deletes, status patches and Events; a client-side
-rate limit. Calls are synchronous: kopf runs the handlers that use them in its thread pool.
+when the live object already matches and never takes over an object it does not control; a delete
+of controlled objects only; reads, status patches and Events; a client-side rate limit. Calls are
+synchronous: kopf runs the handlers that use them in its thread pool.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -22,6 +24,7 @@ from kubernetes.client.exceptions import ApiException
 
 from mlmodel_operator import api, metrics
 from mlmodel_operator.builders import ObjectRef
+from mlmodel_operator.builders.meta import controller_uid
 from mlmodel_operator.hashing import content_hash
 
 FIELD_MANAGER = "mlmodel-operator"
@@ -72,6 +75,31 @@ def covers(live: Any, desired: Any) -> bool:
             and all(covers(lv, dv) for lv, dv in zip(live, desired, strict=True))
         )
     return live == desired
+
+
+# A UTF-16 surrogate pair as json.dumps escapes a character beyond the Basic Multilingual Plane,
+# not preceded by an escaped backslash (an even run of backslashes is literal text).
+_SURROGATE_PAIR = re.compile(r"(?<!\\)((?:\\\\)*)\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
+
+
+def _as_yaml_escape(match: re.Match[str]) -> str:
+    high, low = int(match.group(2), 16), int(match.group(3), 16)
+    code_point = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+    return f"{match.group(1)}\\U{code_point:08x}"
+
+
+def yaml_body(obj: Any) -> bytes:
+    """`obj` as a body for `application/apply-patch+yaml`, readable by the API server's YAML parser
+    whatever its strings hold. JSON is YAML, except that YAML refuses the surrogate-pair escapes
+    (`\\ud83d\\ude00`) JSON uses for characters such as emoji: those become YAML's 8-digit
+    `\\U0001f600`. Every other non-ASCII character stays a `\\uXXXX` escape, which both read alike
+    (raw, some of them, such as C1 controls, are not printable YAML)."""
+    return _SURROGATE_PAIR.sub(_as_yaml_escape, json.dumps(obj)).encode("ascii")
+
+
+class NotControlled(Exception):
+    """A child's name is taken by an object this resource does not control: the operator neither
+    takes it over nor deletes it."""
 
 
 def with_hash(obj: dict[str, Any]) -> dict[str, Any]:
@@ -196,31 +224,50 @@ class Kube:
     # --- writes -----------------------------------------------------------------------------
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply `obj` unless the live object already matches it; the live object."""
+        """Server-side apply `obj` unless the live object already matches it; the live object.
+
+        Raises NotControlled when an object of that name exists with another controller, or none:
+        it belongs to someone else."""
         desired = with_hash(obj)
         meta = desired["metadata"]
         path = resource_path(
             desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"]
         )
         live = self.get(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
+        if live is not None and controller_uid(live) != controller_uid(desired):
+            raise NotControlled(
+                f"{desired['kind']} {meta['name']} exists and is not controlled by this "
+                f"{api.KIND}: rename or delete it"
+            )
         if live is not None and covers(live, desired):
             return live
         applied = self.request(
             "PATCH",
             path,
-            body=desired,
+            body=yaml_body(desired),
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
             content_type="application/apply-patch+yaml",
         )
         log.info("applied %s %s/%s", desired["kind"], meta["namespace"], meta["name"])
         return applied
 
-    def delete(self, ref: ObjectRef) -> bool:
-        """Delete if it exists; whether anything was deleted."""
+    def delete_controlled(self, ref: ObjectRef, controller: str) -> bool:
+        """Delete the object if the resource with uid `controller` controls it; whether anything
+        was deleted. The preconditions make the API server refuse (409) if the object was
+        replaced or changed since it was read, so a user's object that took the name in between
+        is never deleted; the conflict is retried from a fresh read."""
+        live = self.get(ref.api_version, ref.kind, ref.namespace, ref.name)
+        if live is None or controller_uid(live) != controller:
+            return False
+        meta = live["metadata"]
+        options = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "preconditions": {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
+        }
         try:
-            self.request(
-                "DELETE", resource_path(ref.api_version, ref.kind, ref.namespace, ref.name)
-            )
+            path = resource_path(ref.api_version, ref.kind, ref.namespace, ref.name)
+            self.request("DELETE", path, body=options)
             return True
         except ApiException as err:
             if err.status == 404:

@@ -2,7 +2,9 @@
 
 Level-based: create, update, resume, resync and every event of a child call the same function,
 which looks only at the current state, never at what changed. Calls for one resource never run
-at once; a call that arrives during a run makes exactly one more run afterwards.
+at once; a call that arrives during a run makes exactly one more run afterwards. A run that fails
+is retried by the Reconciler itself, with exponential backoff, whoever asked for it: the caller
+of a coalesced call has already returned and cannot retry it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from mlmodel_operator.builders.meta import selector_string
 from mlmodel_operator.builders.monitor import monitor_enabled
 from mlmodel_operator.builders.prometheus import PROMETHEUS_API
 from mlmodel_operator.builders.service import endpoint
-from mlmodel_operator.kube import Kube, describe_error, is_transient
+from mlmodel_operator.kube import Kube, NotControlled, describe_error, is_transient
 from mlmodel_operator.status import (
     MonitoringSetup,
     Observation,
@@ -33,6 +35,8 @@ from mlmodel_operator.status import (
 )
 
 log = logging.getLogger(__name__)
+
+MAX_RETRY_DELAY_SECONDS = 60.0
 
 
 class TransientError(Exception):
@@ -97,9 +101,14 @@ def reconcile_once(kube: Kube, settings: BuildSettings, namespace: str, name: st
             live[obj["kind"]] = kube.apply(obj)
         except ApiException as err:
             errors.append(f"{obj['kind']} {obj['metadata']['name']}: {permanent_error(err)}")
+        except NotControlled as err:
+            # Later children refer to this one by name (the Deployment mounts the ConfigMap):
+            # applying them would make them use someone else's object.
+            errors.append(str(err))
+            break
     for ref in children.absent:
         try:
-            kube.delete(ref)
+            kube.delete_controlled(ref, owner.uid)
         except ApiException as err:
             errors.append(f"deleting {ref.kind} {ref.name}: {permanent_error(err)}")
 
@@ -139,8 +148,11 @@ def _write_status(
         try:
             kube.patch_model_status(meta["namespace"], meta["name"], status)
         except ApiException as err:
-            # Nowhere left to report it but the log: retrying would only repeat the refusal.
             message = permanent_error(err)
+            if err.status == 404:  # deleted while this run read it: nothing left to report on
+                log.debug("%s/%s is gone; status not written", meta["namespace"], meta["name"])
+                return "gone"
+            # Nowhere left to report it but the log: retrying would only repeat the refusal.
             log.error(
                 "cannot write the status of %s/%s: %s", meta["namespace"], meta["name"], message
             )
@@ -159,19 +171,30 @@ def _post_event(kube: Kube, body: dict[str, Any], kind: str, reason: str, messag
 
 
 class Reconciler:
-    """Serialises and coalesces reconciles per resource, and records their metrics."""
+    """Serialises and coalesces reconciles per resource, retries failed ones, and records their
+    metrics. `run(namespace, name)` is one reconcile; it returns its outcome."""
 
-    def __init__(self, kube: Kube, settings: BuildSettings) -> None:
-        self.kube = kube
-        self.settings = settings
+    def __init__(
+        self,
+        run: Callable[[str, str], str],
+        *,
+        retry_delay: float = 1.0,
+        max_retry_delay: float = MAX_RETRY_DELAY_SECONDS,
+    ) -> None:
+        self.run = run
+        self.retry_delay, self.max_retry_delay = retry_delay, max_retry_delay
         self._lock = threading.Lock()
         self._running: set[tuple[str, str]] = set()
         self._again: set[tuple[str, str]] = set()
         self._known: set[tuple[str, str]] = set()
+        self._failures: dict[tuple[str, str], int] = {}
+        self._retries: dict[tuple[str, str], threading.Timer] = {}
+        self._closed = False
 
     def __call__(self, namespace: str, name: str) -> str | None:
         """Reconcile now, or, if a reconcile of the same resource is running, make it run once
-        more when it ends (and return None)."""
+        more when it ends (and return None). A failed run is retried later; its outcome is
+        "retrying"."""
         key = (namespace, name)
         with self._lock:
             if key in self._running:
@@ -180,7 +203,7 @@ class Reconciler:
             self._running.add(key)
         try:
             while True:
-                outcome = self._timed(lambda: reconcile_once(self.kube, self.settings, *key))
+                outcome = self._attempt(key)
                 with self._lock:
                     if key not in self._again:
                         return outcome
@@ -190,17 +213,56 @@ class Reconciler:
                 self._running.discard(key)
                 self._again.discard(key)
 
-    def _timed(self, run: Callable[[], str]) -> str:
+    def _attempt(self, key: tuple[str, str]) -> str:
         start = time.perf_counter()
         try:
-            outcome = run()
-        except Exception:
+            outcome = self.run(*key)
+        except TransientError as err:
             metrics.RECONCILES.labels(result="error").inc()
-            raise
+            self._retry_later(key, str(err))
+            return "retrying"
+        except Exception:
+            # A bug or an unforeseen answer: logged in full, and retried like a transient error,
+            # so that a fix of the cause (or a spec change) is picked up without a restart.
+            metrics.RECONCILES.labels(result="error").inc()
+            log.exception("reconcile of %s/%s failed", *key)
+            self._retry_later(key, "unexpected error")
+            return "retrying"
         finally:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - start)
         metrics.RECONCILES.labels(result=outcome).inc()
+        with self._lock:
+            self._failures.pop(key, None)
+            pending = self._retries.pop(key, None)
+        if pending is not None:
+            pending.cancel()  # this run did what the retry would have done
         return outcome
+
+    def _retry_later(self, key: tuple[str, str], why: str) -> None:
+        """Run `key` again after an exponential backoff (one pending retry per resource)."""
+        with self._lock:
+            if self._closed or key in self._retries:
+                return
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+            delay = min(self.retry_delay * 2 ** (failures - 1), self.max_retry_delay)
+            timer = threading.Timer(delay, self._retry, args=key)
+            timer.daemon = True
+            self._retries[key] = timer
+        log.warning("reconcile of %s/%s failed (%s); retrying in %.0f s", *key, why, delay)
+        timer.start()
+
+    def _retry(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._retries.pop((namespace, name), None)
+        self(namespace, name)
+
+    def close(self) -> None:
+        """Cancel pending retries; none is scheduled afterwards."""
+        with self._lock:
+            self._closed = True
+            timers, self._retries = list(self._retries.values()), {}
+        for timer in timers:
+            timer.cancel()
 
     def track(self, namespace: str, name: str, present: bool) -> None:
         with self._lock:

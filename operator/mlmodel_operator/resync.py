@@ -27,8 +27,8 @@ def resync_forever(
     while not stopping.wait(interval):
         try:
             models = kube.list_models(namespaces)
-        except Exception as err:  # the API may be briefly unavailable; try again next round
-            log.warning("resync: cannot list resources: %s", err)
+        except Exception:  # the API may be briefly unavailable; try again next round
+            log.warning("resync: cannot list resources", exc_info=True)
             continue
         active: dict[str, bool] = {}  # per namespace, asked once a round
         for namespace, name in models:
@@ -37,5 +37,5 @@ def resync_forever(
                     active[namespace] = is_active(namespace)
                 if active[namespace]:
                     reconcile(namespace, name)
-            except Exception as err:
-                log.warning("resync of %s/%s failed: %s", namespace, name, err)
+            except Exception:
+                log.exception("resync of %s/%s failed", namespace, name)

@@ -226,6 +226,13 @@ def evaluate(obs: Observation) -> tuple[str, dict[str, Cond]]:
         return "Ready", conditions
     conditions[PROGRESSING] = Cond("True", "RollingOut", rollout)
     nothing_serves = ready == 0
+    # The Deployment controller cannot create pods at all (a ResourceQuota, an admission
+    # refusal): waiting for the progress deadline would only hide it.
+    replica_failure = _condition(deployment, "ReplicaFailure")
+    if replica_failure and replica_failure.get("status") == "True":
+        reason = replica_failure.get("reason") or "ReplicaFailure"
+        conditions[READY] = Cond("False", reason, replica_failure.get("message", ""))
+        return ("Failed" if nothing_serves else "Degraded"), conditions
     if scheduling.status == "False":
         conditions[READY] = Cond("False", scheduling.reason, scheduling.message)
         return ("Failed" if nothing_serves else "Degraded"), conditions

@@ -1,6 +1,11 @@
 """The pure parts of the apply helper: when the live object already matches."""
 
-from mlmodel_operator.kube import HASH_ANNOTATION, covers, resource_path, with_hash
+import json
+
+import yaml
+
+from mlmodel_operator.builders.meta import controller_uid
+from mlmodel_operator.kube import HASH_ANNOTATION, covers, resource_path, with_hash, yaml_body
 
 
 def test_covers_ignores_fields_added_by_the_server() -> None:
@@ -40,3 +45,26 @@ def test_empty_desired_lists_and_maps_match_their_absence() -> None:
     # The API server stores `args: []` as no args at all.
     assert covers({"name": "a"}, {"name": "a", "args": [], "env": {}})
     assert not covers({"name": "a"}, {"name": "a", "args": ["--x"]})
+
+
+def test_yaml_body_reads_back_as_the_object_whatever_its_strings_hold() -> None:
+    strings = [
+        "s3://models/fraud-\U0001f600/v1/",  # beyond the Basic Multilingual Plane
+        "\\ud83d\\ude00 as text",  # looks like an escape, is not one
+        "\\\U0001f600",  # a backslash, then an emoji
+        "\\\\\U0001f600",
+        "caf\u00e9 \u2028 \x85 \x7f \x01 \ufeff \U0010ffff",  # not all printable YAML when raw
+    ]
+    obj = {"data": {str(i): s for i, s in enumerate(strings)}, "list": strings}
+    body = yaml_body(obj)
+    assert yaml.safe_load(body.decode("ascii")) == obj
+    assert json.loads(yaml_body({"plain": "ascii"})) == {"plain": "ascii"}
+
+
+def test_controller_uid_is_the_controlling_owner_reference() -> None:
+    def obj(*refs: dict) -> dict:
+        return {"metadata": {"ownerReferences": list(refs)}}
+
+    assert controller_uid({"metadata": {}}) is None
+    assert controller_uid(obj({"uid": "a"})) is None  # an owner, not a controller
+    assert controller_uid(obj({"uid": "a"}, {"uid": "b", "controller": True})) == "b"

@@ -27,7 +27,20 @@ def deployment(
     available: int = 1,
     progressing_reason: str = "NewReplicaSetAvailable",
     available_status: str = "True",
+    replica_failure: str | None = None,
 ) -> dict[str, Any]:
+    failure = (
+        [
+            {
+                "type": "ReplicaFailure",
+                "status": "True",
+                "reason": "FailedCreate",
+                "message": replica_failure,
+            }
+        ]
+        if replica_failure
+        else []
+    )
     return {
         "metadata": {"generation": generation},
         "status": {
@@ -39,6 +52,7 @@ def deployment(
             "conditions": [
                 {"type": "Progressing", "status": "True", "reason": progressing_reason},
                 {"type": "Available", "status": available_status, "reason": "MinimumReplicas"},
+                *failure,
             ],
         },
     }
@@ -78,6 +92,8 @@ def pod(
 GPU_MESSAGE = (
     "0/4 nodes are available: 2 Insufficient nvidia.com/gpu, 2 node(s) had untolerated taint"
 )
+
+QUOTA_MESSAGE = 'pods "m-7d9-x" is forbidden: exceeded quota: no-pods, requested: pods=1'
 
 
 def obs(**kw: Any) -> Observation:
@@ -209,6 +225,30 @@ TABLE = [
         "True",
     ),
     (
+        "quota-refuses-every-pod",
+        obs(
+            deployment=deployment(
+                replicas=0, updated=0, ready=0, available=0, replica_failure=QUOTA_MESSAGE
+            ),
+        ),
+        "Failed",
+        ("False", "FailedCreate"),
+        "True",
+        "True",
+    ),
+    (
+        "quota-refuses-new-pods-while-old-serve",
+        obs(
+            desired_replicas=2,
+            deployment=deployment(replicas=1, updated=0, ready=1, replica_failure=QUOTA_MESSAGE),
+            pods=[pod()],
+        ),
+        "Degraded",
+        ("False", "FailedCreate"),
+        "True",
+        "True",
+    ),
+    (
         "invalid-spec",
         obs(invalid_spec="spec.x: bad"),
         "Failed",
@@ -253,6 +293,12 @@ def test_unschedulable_message_is_the_schedulers() -> None:
     )
     assert GPU_MESSAGE in conditions["Scheduled"].message
     assert conditions["Ready"].message == conditions["Scheduled"].message
+
+
+def test_replica_failure_message_is_the_deployment_controllers() -> None:
+    failing = deployment(replicas=0, updated=0, ready=0, available=0, replica_failure=QUOTA_MESSAGE)
+    _, conditions = evaluate(obs(deployment=failing))
+    assert conditions["Ready"].message == QUOTA_MESSAGE
 
 
 def test_rollout_message_counts_old_replicas() -> None:

@@ -83,6 +83,12 @@ def owner_reference(owner: Owner) -> dict[str, Any]:
     }
 
 
+def controller_uid(obj: dict[str, Any]) -> str | None:
+    """The uid of the object's controller: the owner reference marked `controller: true`."""
+    refs = obj.get("metadata", {}).get("ownerReferences") or []
+    return next((ref.get("uid") for ref in refs if ref.get("controller")), None)
+
+
 def object_meta(owner: Owner, spec: api.MLModelDeploymentSpec, name: str) -> dict[str, Any]:
     return {
         "name": name,
