@@ -10,13 +10,21 @@ from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
-from prometheus_client import start_http_server
+from pydantic import ValidationError
 
-from mlmodel_operator import config, kube, logs, peering
+from mlmodel_operator import config, kube, logs, peering, startup
+
+
+def _fail(message: str) -> int:
+    print(f"mlmodel-operator: error: {message}", file=sys.stderr)
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cfg = config.parse_args(argv)
+    try:
+        cfg = config.parse_args(argv)
+    except ValidationError as err:
+        return _fail(config.describe_invalid(err))
     peer_options: dict[str, Any] = {"standalone": True}
     if cfg.peering:
         # Fixed here, before anything reads the configuration, so that kopf and the operator's
@@ -38,16 +46,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
     config.set_current(cfg)
     logs.configure(cfg.log_level)
-    # Registers the handlers, which read the configuration set above.
+    try:
+        client = startup.check(cfg)
+    except startup.StartupError as err:
+        return _fail(str(err))
+    # Registers the handlers, which read the configuration set above when they start.
     importlib.import_module("mlmodel_operator.handlers")
-    if cfg.metrics_port:
-        start_http_server(cfg.metrics_port)
     if cfg.peering:
         log = logging.getLogger(__name__)
         try:
-            for path in peering.current().ensure_objects(
-                kube.configure(cfg.api_qps, cfg.api_burst), cfg.namespaces
-            ):
+            for path in peering.current().ensure_objects(client, cfg.namespaces):
                 log.info("created the peering object %s", path)
         except ApiException as err:
             # kopf would wait, paused and silent, for an object that never comes.

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlmodel_operator import __version__
 
@@ -86,6 +86,14 @@ def parse_args(
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     return OperatorConfig.model_validate({**base.model_dump(), **overrides})
+
+
+def describe_invalid(err: ValidationError) -> str:
+    """A configuration error as flags: `--metrics-port: Input should be a valid integer`."""
+    return "; ".join(
+        f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}" if e["loc"] else e["msg"]
+        for e in err.errors()
+    )
 
 
 _current: OperatorConfig | None = None

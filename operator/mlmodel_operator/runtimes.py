@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlmodel_operator.api import ModelType
 
@@ -104,17 +104,34 @@ MLSERVER_IMPLEMENTATIONS: dict[ModelType, str] = {
 }
 
 
+class CatalogError(ValueError):
+    """The runtime catalog file cannot be used; the message names the file and the entry."""
+
+
 def load_catalog(path: Path | None) -> dict[str, Runtime]:
     """The default catalog with the overrides from `path` (YAML or JSON) merged in."""
     if path is None:
         return dict(DEFAULT_RUNTIMES)
-    text = path.read_text()
-    overrides = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    try:
+        text = path.read_text()
+        overrides = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise CatalogError(f"runtime catalog {path}: {err}") from err
+    if not isinstance(overrides, dict | None):
+        raise CatalogError(f"runtime catalog {path}: expected a mapping of runtime names")
     catalog = dict(DEFAULT_RUNTIMES)
     for name, fields in (overrides or {}).items():
+        if not isinstance(fields, dict):
+            raise CatalogError(f"runtime catalog {path}: {name}: expected a mapping of fields")
         base = catalog.get(name)
         merged = {**(base.model_dump() if base else {"name": name}), **fields}
-        catalog[name] = Runtime.model_validate(merged)
+        try:
+            catalog[name] = Runtime.model_validate(merged)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+            )
+            raise CatalogError(f"runtime catalog {path}: {name}: {problems}") from err
     return catalog
 
 
