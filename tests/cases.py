@@ -148,6 +148,7 @@ BAD_MANIFESTS: list[tuple[str, dict[str, Any], str]] = [
         "spec.monitoring.alerting",
     ),
     ("missing-model-type", manifest(replicas=1), "spec.model_type"),
+    ("huggingface-without-model-uri", manifest(model_type="huggingface"), "spec.model_uri"),
     (
         "port-reserved-by-sidecar",
         manifest(model_type="custom", image="ghcr.io/acme/m:1", port=9090),

@@ -206,7 +206,7 @@ class ComputationalResources(CRDModel):
     cpu: Annotated[str, Field(max_length=32, pattern=CPU_PATTERN)] | None = Field(
         None,
         description="CPU per replica as a Kubernetes quantity (2, 0.5, 500m); requested, not "
-        "limited. Unset leaves it to the runtime's default.",
+        "limited. Unset: 2 per GPU with GPUs (feeding GPUs takes CPU), else the runtime's default.",
     )
 
     rules: ClassVar[tuple[Rule, ...]] = (
@@ -327,7 +327,9 @@ class MLModelDeploymentSpec(CRDModel):
     model_uri: Annotated[str, Field(max_length=2048, pattern=MODEL_URI_PATTERN)] | None = Field(
         None,
         description="Where the model artifact lives: s3://, gs://, https://, pvc://<claim>/<path> "
-        "or hf://<repo>. Unset: the runtime serves what its image holds.",
+        "or hf://<repo>. Unset: the server starts with an empty model repository and no model "
+        "loaded (Triton in explicit model-control mode, to load models through its repository "
+        "API); a custom image serves what it holds. Required for huggingface.",
     )
     model_version: Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)] | None = Field(
         None,
@@ -360,6 +362,14 @@ class MLModelDeploymentSpec(CRDModel):
             message="image is required when model_type is custom",
             holds=lambda s: s.model_type != ModelType.custom or s.image is not None,
             field_path=".image",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="self.model_type != 'huggingface' || has(self.model_uri)",
+            message="model_uri is required when model_type is huggingface: the Hugging Face "
+            "server's image holds no model (hf://<repo> or a storage URI)",
+            holds=lambda s: s.model_type != ModelType.huggingface or s.model_uri is not None,
+            field_path=".model_uri",
             reason="FieldValueRequired",
         ),
         Rule(

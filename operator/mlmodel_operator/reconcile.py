@@ -22,11 +22,13 @@ from pydantic import ValidationError
 
 from mlmodel_operator import api, metrics
 from mlmodel_operator.builders import BuildSettings, Owner, build_children
+from mlmodel_operator.builders.deployment import no_model_note
 from mlmodel_operator.builders.meta import selector_string
 from mlmodel_operator.builders.monitor import monitor_enabled
 from mlmodel_operator.builders.prometheus import PROMETHEUS_API
 from mlmodel_operator.builders.service import endpoint
 from mlmodel_operator.kube import Kube, NotControlled, describe_error, is_transient
+from mlmodel_operator.runtimes import runtime_for
 from mlmodel_operator.status import (
     MonitoringSetup,
     Observation,
@@ -125,6 +127,7 @@ def reconcile_once(kube: Kube, settings: BuildSettings, namespace: str, name: st
         deployment=live.get("Deployment"),
         pods=pods,
         reconcile_error="; ".join(errors) or None,
+        model_note=no_model_note(spec, runtime_for(spec.model_type, settings.runtimes)),
         monitoring=MonitoringSetup(
             sidecar=monitor_enabled(spec),
             prometheus_operator=prometheus_operator,

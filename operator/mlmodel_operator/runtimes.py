@@ -38,6 +38,10 @@ class Runtime(BaseModel):
     hub_flag: str | None = Field(None, description="flag that takes an hf:// repository id")
     command: list[str] = Field(default_factory=list)
     args: list[str] = Field(default_factory=list)
+    args_without_model: list[str] = Field(
+        default_factory=list,
+        description="extra args when model_uri is unset and the server gets an empty repository",
+    )
     env: dict[str, str] = Field(default_factory=dict)
     user_id: int = Field(1000, description="UID the image's server runs as (non-root)")
 
@@ -53,6 +57,9 @@ DEFAULT_RUNTIMES: dict[str, Runtime] = {
         command=["tritonserver"],
         args=["--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"],
         model_flag="--model-repository",
+        # No model_uri: start with the empty repository and no model, and let models be loaded
+        # through the repository API (POST /v2/repository/models/<name>/load).
+        args_without_model=["--model-control-mode=explicit"],
     ),
     "mlserver": Runtime(
         name="mlserver",

@@ -33,6 +33,7 @@ class Observation:
     invalid_spec: str | None = None  # why the stored spec cannot be served
     reconcile_error: str | None = None  # a permanent API error (e.g. a missing permission)
     monitoring: MonitoringSetup | None = None  # None: unknown (e.g. the spec is invalid)
+    model_note: str | None = None  # e.g. that the server was given no model to load
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,11 @@ def evaluate(obs: Observation) -> tuple[str, dict[str, Cond]]:
         conditions[READY] = (
             Cond("True", "ScaledToZero", "scaled to zero replicas")
             if desired == 0
-            else Cond("True", "ModelServing", f"{ready}/{desired} replicas ready")
+            else Cond(
+                "True",
+                "ModelServing",
+                "; ".join(filter(None, [f"{ready}/{desired} replicas ready", obs.model_note])),
+            )
         )
         return "Ready", conditions
     conditions[PROGRESSING] = Cond("True", "RollingOut", rollout)

@@ -81,7 +81,11 @@ def test_founding_manifest_becomes_ready_on_gpu_nodes(
     pod_spec = deployment.spec.template.spec
     server, sidecar = pod_spec.containers
     assert server.resources.limits == {"memory": "64G", "nvidia.com/gpu": "4"}
-    assert server.resources.requests == {"memory": "64G"}
+    assert server.resources.requests == {"memory": "64G", "cpu": "8"}  # 2 per GPU by default
+    # No model_uri: Triton starts in explicit model-control mode over an empty repository, and
+    # status says plainly that no model is loaded.
+    assert "--model-control-mode=explicit" in server.args
+    assert status["message"].startswith("1/1 replicas ready; no model is loaded")
     assert sidecar.name == "monitor"
     assert {p.name for p in sidecar.ports} == {"http", "metrics"}
     assert any(t.key == "nvidia.com/gpu" for t in pod_spec.tolerations)

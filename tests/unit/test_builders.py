@@ -9,7 +9,7 @@ import pytest
 from cases import founding_manifest
 from mlmodel_operator import api
 from mlmodel_operator.builders import BuildSettings, Owner, build_children
-from mlmodel_operator.builders.deployment import model_location
+from mlmodel_operator.builders.deployment import model_location, no_model_note
 from mlmodel_operator.runtimes import DEFAULT_RUNTIMES, load_catalog, runtime_for
 
 OWNER = Owner(name="m", namespace="ns", uid="uid-1")
@@ -35,7 +35,7 @@ def test_founding_manifest_children() -> None:
     server, sidecar = pod["containers"]
     assert server["image"].startswith("nvcr.io/nvidia/tritonserver:")
     assert server["resources"] == {
-        "requests": {"memory": "64G"},
+        "requests": {"memory": "64G", "cpu": "8"},  # 2 CPUs per GPU by default
         "limits": {"memory": "64G", "nvidia.com/gpu": "4"},
     }
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
@@ -131,7 +131,8 @@ def test_restricted_pod_security() -> None:
     ],
 )
 def test_runtime_catalog_by_model_type(model_type: str, image_prefix: str, port: int) -> None:
-    server = children(spec(model_type=model_type))["Deployment"]["spec"]["template"]["spec"][
+    uri = {"model_uri": "hf://org/bert"} if model_type == "huggingface" else {}
+    server = children(spec(model_type=model_type, **uri))["Deployment"]["spec"]["template"]["spec"][
         "containers"
     ][0]
     assert server["image"].startswith(image_prefix)
@@ -273,3 +274,96 @@ def test_alert_rules_follow_the_spec() -> None:
     tuned_rules = {r["alert"]: r for r in alert_rules(OWNER, tuned)}
     assert "MLModelDriftDetected" not in tuned_rules  # drift detection is inactive
     assert tuned_rules["MLModelHighLatency"]["expr"].endswith("> 0.25")
+
+
+def volume_for(pod: dict[str, Any], container: dict[str, Any], path: str) -> dict[str, Any]:
+    """The volume mounted at `path` in `container`, with the mount's readOnly flag."""
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == path)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    return {**volume, "readOnly": mount.get("readOnly", False)}
+
+
+@pytest.mark.parametrize(
+    ("model_uri", "repository", "explicit", "volume"),
+    [
+        # No artifact: an empty, writable repository and explicit model control, so the server
+        # starts with no model and models can be loaded through its repository API.
+        (None, "/mnt/models", True, "emptyDir"),
+        # Triton reads object storage itself: the URI is the repository.
+        ("s3://bucket/models", "s3://bucket/models", False, None),
+        ("gs://bucket/models", "gs://bucket/models", False, None),
+        ("pvc://claim/triton", "/mnt/models/triton", False, "persistentVolumeClaim"),
+    ],
+)
+def test_triton_container_follows_its_documentation(
+    model_uri: str | None, repository: str, explicit: bool, volume: str | None
+) -> None:
+    """Flags, ports, paths and probes as Triton documents them (`tritonserver --help`; the
+    model management guide; the KServe v2 health endpoints), since no Triton runs here."""
+    fields = {"model_type": "onnx", **({"model_uri": model_uri} if model_uri else {})}
+    pod = children(spec(**fields))["Deployment"]["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+    assert server["command"] == ["tritonserver"]
+    args = server["args"]
+    assert {"--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"} <= set(args)
+    assert [a for a in args if a.startswith("--model-repository=")] == [
+        f"--model-repository={repository}"
+    ]
+    assert ("--model-control-mode=explicit" in args) == explicit
+    assert all(a.split("=")[0].startswith("--") and "=" in a for a in args)
+    ports = {p["name"]: p["containerPort"] for p in server["ports"]}
+    assert ports == {"model-http": 8000, "model-metrics": 8002}
+    for probe, path in (
+        ("startupProbe", "/v2/health/ready"),
+        ("readinessProbe", "/v2/health/ready"),
+        ("livenessProbe", "/v2/health/live"),
+    ):
+        assert server[probe]["httpGet"] == {"path": path, "port": "model-http"}
+    if volume:
+        mounted = volume_for(pod, server, "/mnt/models")
+        assert volume in mounted
+        # Explicit mode may write models into the repository; a claim is only read.
+        assert mounted["readOnly"] == (volume == "persistentVolumeClaim")
+    else:
+        assert all(m["mountPath"] != "/mnt/models" for m in server["volumeMounts"])
+    # The root filesystem is read-only: Triton's scratch space and HOME are the /tmp volume.
+    assert volume_for(pod, server, "/tmp")["emptyDir"] == {}
+    assert {"name": "HOME", "value": "/tmp"} in server["env"]
+    # The NGC image's server user is triton-server, UID 1000.
+    assert pod["securityContext"]["runAsUser"] == 1000
+
+
+def test_an_image_of_ones_own_keeps_what_it_holds_at_the_model_path() -> None:
+    s = spec(model_type="pytorch", image="ghcr.io/acme/triton-with-models:1")
+    pod = children(s)["Deployment"]["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+    assert "--model-control-mode=explicit" not in server["args"]
+    assert all(m["mountPath"] != "/mnt/models" for m in server["volumeMounts"])
+    assert no_model_note(s, runtime_for(s.model_type, SETTINGS.runtimes)) is None
+
+
+def test_no_model_note_says_plainly_that_nothing_is_loaded() -> None:
+    note = no_model_note(founding(), runtime_for(founding().model_type, SETTINGS.runtimes))
+    assert note is not None
+    assert note.startswith("no model is loaded: model_uri is unset")
+    assert "repository API" in note
+    with_uri = spec(model_type="onnx", model_uri="s3://b/m")
+    assert no_model_note(with_uri, runtime_for(with_uri.model_type, SETTINGS.runtimes)) is None
+
+
+@pytest.mark.parametrize(
+    ("resources", "cpu"),
+    [
+        ({"gpu_allocation": 4}, "8"),
+        ({"gpu_allocation": 1}, "2"),
+        ({"gpu_allocation": 4, "cpu": "500m"}, "500m"),
+        ({"cpu": "2"}, "2"),
+        ({}, None),
+    ],
+)
+def test_cpu_request_defaults_to_two_per_gpu(resources: dict[str, Any], cpu: str | None) -> None:
+    server = children(spec(model_type="pytorch", computational_resources=resources))["Deployment"][
+        "spec"
+    ]["template"]["spec"]["containers"][0]
+    assert server["resources"]["requests"].get("cpu") == cpu
+    assert "cpu" not in server["resources"]["limits"]

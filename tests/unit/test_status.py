@@ -295,6 +295,12 @@ def test_unschedulable_message_is_the_schedulers() -> None:
     assert conditions["Ready"].message == conditions["Scheduled"].message
 
 
+def test_a_note_on_what_is_served_joins_the_ready_message() -> None:
+    note = "no model is loaded: model_uri is unset"
+    _, conditions = evaluate(obs(deployment=deployment(), pods=[pod()], model_note=note))
+    assert conditions["Ready"].message == f"1/1 replicas ready; {note}"
+
+
 def test_replica_failure_message_is_the_deployment_controllers() -> None:
     failing = deployment(replicas=0, updated=0, ready=0, available=0, replica_failure=QUOTA_MESSAGE)
     _, conditions = evaluate(obs(deployment=failing))

@@ -24,6 +24,9 @@ GPU_TAINT_KEY = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 # Large models take minutes to load; liveness only starts once the startup probe passes.
 STARTUP_PROBE_BUDGET_SECONDS = 900
+# CPU requested per GPU when computational_resources.cpu is unset: data loading, pre- and
+# post-processing and the serving threads that feed a GPU need cores of their own.
+CPU_PER_GPU = 2
 
 
 def model_port(spec: api.MLModelDeploymentSpec, runtime: Runtime) -> int:
@@ -39,8 +42,15 @@ def model_location(
     mounts: list[dict[str, Any]] = []
     if uri and uri.startswith("hf://") and runtime.hub_flag:
         return [f"{runtime.hub_flag}={uri.removeprefix('hf://')}"], {}, volumes, mounts
-    if uri is None:
+    empty = serves_no_model(spec)
+    if empty:
+        # An empty, writable repository: the path the server is given exists, and a server
+        # that loads models at run time (Triton in explicit mode) can write them there.
+        volumes.append({"name": "model-store", "emptyDir": {}})
+        mounts.append({"name": "model-store", "mountPath": MODEL_DIR})
         location = MODEL_DIR
+    elif uri is None:
+        location = MODEL_DIR  # an image of the user's own, which may hold its model there
     elif uri.startswith("pvc://"):
         claim, _, sub_path = uri.removeprefix("pvc://").partition("/")
         volumes.append(
@@ -51,8 +61,26 @@ def model_location(
     else:
         location = uri  # s3://, gs://, https:// and hf:// go to the runtime as they are
     args = [f"{runtime.model_flag}={location}"] if runtime.model_flag else []
+    if empty:
+        args += runtime.args_without_model
     env = {runtime.model_env: location} if runtime.model_env else {}
     return args, env, volumes, mounts
+
+
+def serves_no_model(spec: api.MLModelDeploymentSpec) -> bool:
+    """No model_uri and the runtime's own image, which holds no model."""
+    return spec.model_uri is None and spec.image is None
+
+
+def no_model_note(spec: api.MLModelDeploymentSpec, runtime: Runtime) -> str | None:
+    """What status should say of a model server that was given no model, if it was."""
+    if not serves_no_model(spec):
+        return None
+    return (
+        f"no model is loaded: model_uri is unset, so {runtime.name} started with an empty "
+        f"model repository at {MODEL_DIR}"
+        + (" (load models through its repository API)" if runtime.args_without_model else "")
+    )
 
 
 def _probe(path: str | None, **timing: int) -> dict[str, Any]:
@@ -71,6 +99,8 @@ def _resources(spec: api.MLModelDeploymentSpec) -> dict[str, Any]:
     limits: dict[str, str] = {"memory": memory}
     if resources.cpu:
         requests["cpu"] = api.format_cpu(resources.cpu)
+    elif resources.gpu_allocation:
+        requests["cpu"] = str(CPU_PER_GPU * resources.gpu_allocation)
     if resources.gpu_allocation:
         limits[resources.gpu_resource] = str(resources.gpu_allocation)
     return {"requests": requests, "limits": limits}
