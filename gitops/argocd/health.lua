@@ -1,9 +1,10 @@
 -- Argo CD health check for machine-learning.org/MLModelDeployment.
 -- Argo CD passes the live object as `obj` and reads back {status = ..., message = ...}.
 --   Missing      the operator has written no status yet (is it installed and watching?)
---   Progressing  the operator has not yet observed the latest spec, or the rollout is under way
+--   Progressing  the operator has not yet observed the latest spec, the rollout is under way, or it
+--                waits for capacity (phase Pending: GPUs no node has free, a quota), with the reason
 --   Healthy      Ready=True at the latest generation
---   Degraded     phase Degraded or Failed (a stuck rollout, unschedulable GPUs, a bad spec)
+--   Degraded     phase Degraded or Failed (a stuck rollout, an image that cannot run, a bad spec)
 local hs = {}
 
 local function ready_condition(status)

@@ -128,6 +128,7 @@ def reconcile_once(kube: Kube, settings: BuildSettings, namespace: str, name: st
         pods=pods,
         reconcile_error="; ".join(errors) or None,
         model_note=no_model_note(spec, runtime_for(spec.model_type, settings.runtimes)),
+        model_version=spec.model_version,
         monitoring=MonitoringSetup(
             sidecar=monitor_enabled(spec),
             prometheus_operator=prometheus_operator,

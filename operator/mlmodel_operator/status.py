@@ -34,6 +34,7 @@ class Observation:
     reconcile_error: str | None = None  # a permanent API error (e.g. a missing permission)
     monitoring: MonitoringSetup | None = None  # None: unknown (e.g. the spec is invalid)
     model_note: str | None = None  # e.g. that the server was given no model to load
+    model_version: str | None = None  # spec.model_version, named in rollout messages
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,51 @@ def _cannot_proceed(reason: str, message: str) -> tuple[str, dict[str, Cond]]:
     return "Failed", {READY: bad, PROGRESSING: bad, AVAILABLE: unknown, SCHEDULED: unknown}
 
 
+def rollout_label(obs: Observation) -> str:
+    """Which rollout a message is about: "generation 3 (model_version v2)"."""
+    version = f" (model_version {obs.model_version})" if obs.model_version else ""
+    return f"generation {obs.generation}{version}"
+
+
+def _availability(ready: int, desired: int) -> Cond:
+    """Whether the model answers: at least one replica ready. (The Deployment's own Available
+    means "no more than maxUnavailable missing", which with maxUnavailable 1 is True with no
+    replica ready at all.)"""
+    if ready:
+        return Cond("True", "ReplicasReady", f"{ready} of {desired} replicas ready")
+    if desired == 0:
+        return Cond("False", "ScaledToZero", "scaled to zero replicas")
+    return Cond("False", "NoReplicaReady", "no replica is ready")
+
+
+def _blocked(obs: Observation, deployment: dict[str, Any], scheduling: Cond) -> Cond | None:
+    """Why new pods cannot run, if they cannot: not created (a quota, an admission refusal),
+    not scheduled, or not started (image pull, crash loop)."""
+    # The Deployment controller cannot create pods at all: waiting for the progress deadline
+    # would only hide it.
+    replica_failure = _condition(deployment, "ReplicaFailure")
+    if replica_failure and replica_failure.get("status") == "True":
+        reason = replica_failure.get("reason") or "ReplicaFailure"
+        return Cond("False", reason, replica_failure.get("message", ""))
+    if scheduling.status == "False":
+        return scheduling
+    if stuck := stuck_containers(obs.pods):
+        container, reason, message = stuck[0]
+        detail = f"container {container}: {reason}: {message}".strip()
+        if len(stuck) > 1:
+            detail += f" (and {len(stuck) - 1} more container(s))"
+        return Cond("False", reason, detail)
+    return None
+
+
+def waits_for_capacity(blocked: Cond) -> bool:
+    """Whether the cluster may still provide what is missing by itself (a cluster autoscaler,
+    other workloads ending, a quota freed), as opposed to a spec or image that must change."""
+    if blocked.reason in ("InsufficientGPU", "Unschedulable"):
+        return True
+    return blocked.reason == "FailedCreate" and "exceeded quota" in blocked.message
+
+
 def evaluate(obs: Observation) -> tuple[str, dict[str, Cond]]:
     """The phase and the four conditions, before timestamps and generations are added."""
     if obs.invalid_spec is not None:
@@ -172,8 +218,9 @@ def evaluate(obs: Observation) -> tuple[str, dict[str, Cond]]:
     if obs.reconcile_error is not None:
         return _cannot_proceed("ReconcileError", obs.reconcile_error)
     deployment = obs.deployment
+    label = rollout_label(obs)
     if deployment is None:
-        creating = Cond("False", "Creating", "creating the model server Deployment")
+        creating = Cond("False", "Creating", f"creating the model server Deployment for {label}")
         return "Pending", {
             READY: creating,
             PROGRESSING: Cond("True", "Creating", creating.message),
@@ -188,68 +235,64 @@ def evaluate(obs: Observation) -> tuple[str, dict[str, Cond]]:
     ready = status.get("readyReplicas", 0)
     available = status.get("availableReplicas", 0)
     # The Deployment controller has not seen our latest write yet: its status describes the
-    # previous spec, so nothing can be called done.
+    # previous spec, so nothing can be called done, and its counts are not this rollout's.
     observed = status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
     complete = observed and updated == desired and total == desired and available == desired
 
     dep_progressing = _condition(deployment, "Progressing") or {}
     stalled = observed and dep_progressing.get("reason") == "ProgressDeadlineExceeded"
-    dep_available = _condition(deployment, "Available")
     scheduling = _scheduling(obs)
 
-    old = max(total - updated, 0)
-    rollout = f"rolling out: {updated} of {desired} replicas updated, {ready} ready"
-    if old:
-        rollout += f", {old} old replica(s) still serving"
-
-    conditions = {
-        SCHEDULED: scheduling,
-        AVAILABLE: Cond(
-            dep_available.get("status", "Unknown"),
-            dep_available.get("reason", "Unknown"),
-            dep_available.get("message", ""),
-        )
-        if dep_available
-        else Cond("False", "Creating"),
-    }
+    conditions = {SCHEDULED: scheduling, AVAILABLE: _availability(ready, desired)}
     if stalled:
         message = dep_progressing.get("message", "the rollout made no progress in time")
+        message = f"{label}: {message}"
         conditions[PROGRESSING] = Cond("False", "ProgressDeadlineExceeded", message)
         conditions[READY] = Cond("False", "ProgressDeadlineExceeded", message)
         return "Degraded", conditions
     if complete and scheduling.status == "True":
-        conditions[PROGRESSING] = Cond("False", "RolloutComplete", "the rollout is complete")
+        conditions[PROGRESSING] = Cond("False", "RolloutComplete", f"{label} is rolled out")
         conditions[READY] = (
-            Cond("True", "ScaledToZero", "scaled to zero replicas")
+            Cond("True", "ScaledToZero", f"scaled to zero replicas, {label}")
             if desired == 0
             else Cond(
                 "True",
                 "ModelServing",
-                "; ".join(filter(None, [f"{ready}/{desired} replicas ready", obs.model_note])),
+                "; ".join(
+                    filter(None, [f"{ready}/{desired} replicas ready, {label}", obs.model_note])
+                ),
             )
         )
         return "Ready", conditions
-    conditions[PROGRESSING] = Cond("True", "RollingOut", rollout)
-    nothing_serves = ready == 0
-    # The Deployment controller cannot create pods at all (a ResourceQuota, an admission
-    # refusal): waiting for the progress deadline would only hide it.
-    replica_failure = _condition(deployment, "ReplicaFailure")
-    if replica_failure and replica_failure.get("status") == "True":
-        reason = replica_failure.get("reason") or "ReplicaFailure"
-        conditions[READY] = Cond("False", reason, replica_failure.get("message", ""))
-        return ("Failed" if nothing_serves else "Degraded"), conditions
-    if scheduling.status == "False":
-        conditions[READY] = Cond("False", scheduling.reason, scheduling.message)
-        return ("Failed" if nothing_serves else "Degraded"), conditions
-    if stuck := stuck_containers(obs.pods):
-        container, reason, message = stuck[0]
-        detail = f"container {container}: {reason}: {message}".strip()
-        if len(stuck) > 1:
-            detail += f" (and {len(stuck) - 1} more container(s))"
-        conditions[READY] = Cond("False", reason, detail)
-        return ("Failed" if nothing_serves else "Degraded"), conditions
-    conditions[READY] = Cond("False", "RollingOut", rollout)
-    return "Progressing", conditions
+
+    if observed:
+        old = max(total - updated, 0)
+        rollout = f"rolling out {label}: {updated} of {desired} replicas updated, {ready} ready"
+        if old:
+            rollout += f", {old} old replica(s) still serving"
+    else:
+        rollout = f"rolling out {label}: waiting for the Deployment controller"
+    # What the pods show is a fact even before the Deployment controller has caught up (they
+    # may be the new ones already): Scheduled says so, and Ready must agree with it.
+    blocked = _blocked(obs, deployment, scheduling)
+    if blocked is None:
+        conditions[PROGRESSING] = Cond("True", "RollingOut", rollout)
+        conditions[READY] = Cond("False", "RollingOut", rollout)
+        return "Progressing", conditions
+    # The rollout cannot go on by itself: it is not progressing, whatever the Deployment says.
+    conditions[PROGRESSING] = Cond("False", blocked.reason, f"{label}: {blocked.message}")
+    if ready:
+        # Old replicas still serve. A GPU rollout (maxUnavailable 1) took one of them down for a
+        # new pod that cannot run; say what capacity that cost.
+        message = f"{blocked.message}; {ready} of {desired} replicas serving ({label} blocked)"
+        conditions[READY] = Cond("False", blocked.reason, message)
+        return "Degraded", conditions
+    if waits_for_capacity(blocked):
+        message = f"waiting for capacity for {label}: {blocked.message}"
+        conditions[READY] = Cond("False", blocked.reason, message)
+        return "Pending", conditions
+    conditions[READY] = Cond("False", blocked.reason, f"{label}: {blocked.message}")
+    return "Failed", conditions
 
 
 def merge_conditions(
@@ -291,7 +334,9 @@ def compute_status(obs: Observation, previous: dict[str, Any], now: str) -> dict
         "updatedReplicas": dep_status.get("updatedReplicas", 0),
         "ready": f"{ready}/{obs.desired_replicas}",
         "selector": obs.selector,
-        "endpoint": obs.endpoint,
+        # Shown once a replica has been ready, so that a URL is never offered for a model that
+        # has never answered; kept afterwards (it is where the model is served from).
+        "endpoint": obs.endpoint if ready or previous.get("endpoint") else None,
         "modelVersion": serving_versions(obs.pods),
         "message": conditions[READY].message,
     }
@@ -303,11 +348,21 @@ def _ready_reason(status: dict[str, Any]) -> str | None:
     )
 
 
+def _transition(status: dict[str, Any]) -> tuple[Any, ...]:
+    """What an Event is posted on a change of: the phase and the reason for (not) being Ready,
+    and, during a rollout, which generation rolls out (an edit mid-rollout starts another)."""
+    reason = _ready_reason(status)
+    rolling = reason in ("RollingOut", "Creating")
+    return status.get("phase"), reason, status.get("observedGeneration") if rolling else None
+
+
 def transition_events(previous: dict[str, Any], current: dict[str, Any]) -> list[Event]:
-    """One Kubernetes Event when the phase or the reason for (not) being Ready changes."""
-    before = (previous.get("phase"), _ready_reason(previous))
-    after = (current.get("phase"), _ready_reason(current))
-    if before == after or after[1] is None:
+    """One Kubernetes Event when the phase, the reason for (not) being Ready, or the generation
+    being rolled out changes. Its message is the status message, which names the generation
+    and model_version it is about."""
+    after = _transition(current)
+    if _transition(previous) == after or after[1] is None:
         return []
-    kind = "Warning" if current["phase"] in TROUBLED_PHASES else "Normal"
+    waiting = current["phase"] == "Pending" and after[1] != "Creating"
+    kind = "Warning" if current["phase"] in TROUBLED_PHASES or waiting else "Normal"
     return [Event(kind, after[1], current.get("message") or "")]

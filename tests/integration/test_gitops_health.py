@@ -1,6 +1,6 @@
 """The Argo CD health check judges the statuses the operator really writes: Healthy only when the
-model serves at its latest generation, Progressing through a rollout, Degraded when GPUs cannot
-be had, Missing before the operator has said anything."""
+model serves at its latest generation, Progressing through a rollout and while it waits for GPUs,
+Degraded when its image cannot be had, Missing before the operator has said anything."""
 
 from __future__ import annotations
 
@@ -126,9 +126,10 @@ def test_a_rollout_is_missing_then_progressing_then_healthy(
     assert verdicts[-1][1]["status"] == "Healthy"
 
 
-def test_unschedulable_gpus_are_degraded_with_the_schedulers_reason(
+def test_gpus_no_node_has_free_are_progressing_with_the_schedulers_reason(
     custom: client.CustomObjectsApi, namespace: str
 ) -> None:
+    # Waiting for capacity (a cluster autoscaler may add GPUs): in progress, with the reason.
     body = manifest(
         "greedy",
         model_type="pytorch",
@@ -136,12 +137,29 @@ def test_unschedulable_gpus_are_degraded_with_the_schedulers_reason(
     )
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
 
-    def failed() -> dict[str, Any] | None:
+    def waiting() -> dict[str, Any] | None:
         obj = get(custom, namespace, "greedy")
-        return obj if obj.get("status", {}).get("phase") in ("Degraded", "Failed") else None
+        return obj if condition(obj, "Scheduled").get("reason") == "InsufficientGPU" else None
+
+    obj = wait_until(waiting, what="Scheduled=False InsufficientGPU")
+    assert obj["status"]["phase"] == "Pending"
+    verdict = argocd_health(obj)
+    assert verdict["status"] == "Progressing"
+    assert "Insufficient nvidia.com/gpu" in verdict["message"]
+
+
+def test_an_image_that_cannot_be_pulled_is_degraded(
+    custom: client.CustomObjectsApi, namespace: str
+) -> None:
+    # The local cluster's kwok fails to pull exactly this image (hack/kwok/stages.yaml).
+    body = manifest("broken", model_type="custom", image="registry.invalid/missing:1.0", port=8080)
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+
+    def failed() -> dict[str, Any] | None:
+        obj = get(custom, namespace, "broken")
+        return obj if obj.get("status", {}).get("phase") == "Failed" else None
 
     obj = wait_until(failed, what="phase Failed")
-    assert condition(obj, "Scheduled")["reason"] == "InsufficientGPU"
     verdict = argocd_health(obj)
     assert verdict["status"] == "Degraded"
-    assert "Insufficient nvidia.com/gpu" in verdict["message"]
+    assert "ImagePullBackOff" in verdict["message"]

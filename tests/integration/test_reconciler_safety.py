@@ -96,5 +96,5 @@ def test_a_quota_that_refuses_pods_is_reported_at_once(models: Models) -> None:
     ready = condition(obj, "Ready")
     assert ready["status"] == "False"
     assert "exceeded quota: no-pods" in ready["message"]
-    assert obj["status"]["phase"] == "Failed"
+    assert obj["status"]["phase"] == "Pending"  # waiting for the quota, which may be freed
     wait_until(lambda: "FailedCreate" in models.events(), what="a FailedCreate event")

@@ -94,6 +94,7 @@ GPU_MESSAGE = (
 )
 
 QUOTA_MESSAGE = 'pods "m-7d9-x" is forbidden: exceeded quota: no-pods, requested: pods=1'
+ADMISSION_MESSAGE = 'pods "m-7d9-x" is forbidden: violates PodSecurity "restricted:latest"'
 
 
 def obs(**kw: Any) -> Observation:
@@ -173,9 +174,9 @@ TABLE = [
             deployment=deployment(ready=0, available=0, available_status="False"),
             pods=[pod(ready=False, unschedulable=GPU_MESSAGE)],
         ),
-        "Failed",
+        "Pending",
         ("False", "InsufficientGPU"),
-        "True",
+        "False",
         "False",
     ),
     (
@@ -187,7 +188,7 @@ TABLE = [
         ),
         "Degraded",
         ("False", "InsufficientGPU"),
-        "True",
+        "False",
         "False",
     ),
     (
@@ -196,9 +197,9 @@ TABLE = [
             deployment=deployment(ready=0, available=0),
             pods=[pod(ready=False, unschedulable="0/4 nodes are available: 4 Insufficient memory")],
         ),
-        "Failed",
+        "Pending",
         ("False", "Unschedulable"),
-        "True",
+        "False",
         "False",
     ),
     (
@@ -209,7 +210,7 @@ TABLE = [
         ),
         "Failed",
         ("False", "ImagePullBackOff"),
-        "True",
+        "False",
         "True",
     ),
     (
@@ -221,7 +222,7 @@ TABLE = [
         ),
         "Degraded",
         ("False", "CrashLoopBackOff"),
-        "True",
+        "False",
         "True",
     ),
     (
@@ -231,9 +232,9 @@ TABLE = [
                 replicas=0, updated=0, ready=0, available=0, replica_failure=QUOTA_MESSAGE
             ),
         ),
-        "Failed",
+        "Pending",
         ("False", "FailedCreate"),
-        "True",
+        "False",
         "True",
     ),
     (
@@ -245,7 +246,19 @@ TABLE = [
         ),
         "Degraded",
         ("False", "FailedCreate"),
+        "False",
         "True",
+    ),
+    (
+        "admission-refuses-every-pod",
+        obs(
+            deployment=deployment(
+                replicas=0, updated=0, ready=0, available=0, replica_failure=ADMISSION_MESSAGE
+            ),
+        ),
+        "Failed",
+        ("False", "FailedCreate"),
+        "False",
         "True",
     ),
     (
@@ -292,19 +305,104 @@ def test_unschedulable_message_is_the_schedulers() -> None:
         obs(deployment=deployment(ready=0), pods=[pod(ready=False, unschedulable=GPU_MESSAGE)])
     )
     assert GPU_MESSAGE in conditions["Scheduled"].message
-    assert conditions["Ready"].message == conditions["Scheduled"].message
+    assert conditions["Ready"].message == (
+        f"waiting for capacity for generation 1: {conditions['Scheduled'].message}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("ready", "desired", "available"),
+    [
+        (0, 1, ("False", "NoReplicaReady")),
+        (1, 2, ("True", "ReplicasReady")),
+        (0, 0, ("False", "ScaledToZero")),
+    ],
+)
+def test_available_means_a_replica_answers(
+    ready: int, desired: int, available: tuple[str, str]
+) -> None:
+    # The Deployment says Available=True with 0 of 1 ready (maxUnavailable 1); a model does not.
+    dep = deployment(replicas=desired, updated=desired, ready=ready, available=ready)
+    _, conditions = evaluate(obs(desired_replicas=desired, deployment=dep))
+    assert (conditions["Available"].status, conditions["Available"].reason) == available
+
+
+def test_a_gpu_rollout_that_cannot_place_its_new_pod_says_what_it_cost() -> None:
+    # maxUnavailable 1, maxSurge 0: one old pod went for a new one that cannot be scheduled.
+    phase, conditions = evaluate(
+        obs(
+            generation=3,
+            model_version="v2",
+            desired_replicas=4,
+            deployment=deployment(generation=3, observed=3, replicas=4, updated=1, ready=3),
+            pods=[pod(), pod(), pod(), pod(ready=False, unschedulable=GPU_MESSAGE)],
+        )
+    )
+    assert phase == "Degraded"
+    assert conditions["Ready"].message.endswith(
+        "; 3 of 4 replicas serving (generation 3 (model_version v2) blocked)"
+    )
+    assert conditions["Progressing"].status == "False"
+
+
+def test_rollout_messages_name_generation_and_version_and_wait_for_the_controller() -> None:
+    fresh = obs(
+        generation=2,
+        model_version="v2",
+        desired_replicas=4,
+        deployment=deployment(generation=2, observed=1, replicas=4, updated=4, ready=4),
+    )
+    phase, conditions = evaluate(fresh)
+    # The Deployment's counts are the previous generation's: not "4 of 4 updated".
+    assert (phase, conditions["Ready"].message) == (
+        "Progressing",
+        "rolling out generation 2 (model_version v2): waiting for the Deployment controller",
+    )
+
+
+def test_endpoint_once_a_replica_has_been_ready() -> None:
+    never = compute_status(obs(deployment=deployment(ready=0, available=0)), {}, NOW)
+    assert never["endpoint"] is None
+    serving = compute_status(obs(deployment=deployment(), pods=[pod()]), never, NOW)
+    assert serving["endpoint"] == "http://m.ns.svc.cluster.local"
+    down = compute_status(obs(deployment=deployment(ready=0, available=0)), serving, NOW)
+    assert down["endpoint"] == "http://m.ns.svc.cluster.local"
+
+
+def test_an_edit_mid_rollout_posts_an_event_naming_its_generation() -> None:
+    first = compute_status(
+        obs(generation=2, deployment=deployment(generation=2, ready=0, available=0)), {}, NOW
+    )
+    again = compute_status(
+        obs(generation=3, deployment=deployment(generation=3, observed=2, ready=0)), first, NOW
+    )
+    events = transition_events(first, again)
+    assert [(e.reason, e.type) for e in events] == [("RollingOut", "Normal")]
+    assert "generation 3" in events[0].message
+
+
+def test_a_wait_for_capacity_is_a_warning() -> None:
+    waiting = compute_status(
+        obs(deployment=deployment(ready=0), pods=[pod(ready=False, unschedulable=GPU_MESSAGE)]),
+        {},
+        NOW,
+    )
+    assert waiting["phase"] == "Pending"
+    assert [(e.reason, e.type) for e in transition_events({}, waiting)] == [
+        ("InsufficientGPU", "Warning")
+    ]
 
 
 def test_a_note_on_what_is_served_joins_the_ready_message() -> None:
     note = "no model is loaded: model_uri is unset"
     _, conditions = evaluate(obs(deployment=deployment(), pods=[pod()], model_note=note))
-    assert conditions["Ready"].message == f"1/1 replicas ready; {note}"
+    assert conditions["Ready"].message == f"1/1 replicas ready, generation 1; {note}"
 
 
 def test_replica_failure_message_is_the_deployment_controllers() -> None:
     failing = deployment(replicas=0, updated=0, ready=0, available=0, replica_failure=QUOTA_MESSAGE)
     _, conditions = evaluate(obs(deployment=failing))
-    assert conditions["Ready"].message == QUOTA_MESSAGE
+    assert conditions["Ready"].message.endswith(QUOTA_MESSAGE)
 
 
 def test_rollout_message_counts_old_replicas() -> None:
@@ -315,7 +413,7 @@ def test_rollout_message_counts_old_replicas() -> None:
         )
     )
     assert conditions["Ready"].message == (
-        "rolling out: 1 of 2 replicas updated, 2 ready, 2 old replica(s) still serving"
+        "rolling out generation 1: 1 of 2 replicas updated, 2 ready, 2 old replica(s) still serving"
     )
 
 
