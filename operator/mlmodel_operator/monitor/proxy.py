@@ -48,6 +48,7 @@ HOP_BY_HOP = {
 READY_CACHE_SECONDS = 1.0
 READY_TIMEOUT_SECONDS = 2.0
 CLIENT_CLOSED = 499  # nginx's status for a request whose client went away
+Body = bytes | bytearray
 
 
 def _forwardable(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -214,7 +215,9 @@ class Proxy:
                 self._in_flight.dec()
                 self._count(protocol, outcome, time.perf_counter() - start)
             if outcome.exchange is not None and self.drift is not None:
-                self.drift.submit(outcome.exchange)
+                # Once the answer is out: aiohttp writes it after this returns, and the woken
+                # drift thread would compete with that write for the interpreter.
+                asyncio.get_running_loop().call_soon(self.drift.submit, outcome.exchange)
 
     def count_refused(self, protocol: str, status: int, reason: str) -> None:
         """A request the sidecar answered itself, before or instead of the handler."""
@@ -230,10 +233,13 @@ class Proxy:
         request_size.observe(outcome.received)
         response_size.observe(outcome.sent)
 
-    async def _read_body(self, request: web.Request, hold: Hold) -> bytearray:
+    async def _read_body(self, request: web.Request, hold: Hold) -> Body:
         """The whole request body, within body_timeout_seconds and the byte budget."""
-        deadline = asyncio.get_running_loop().time() + self.settings.body_timeout_seconds
         length = request.content_length
+        if length is not None and request.content.is_eof() and hold.try_take(length):
+            # All of it came with the head (small bodies do): nothing to wait for.
+            return await request.read()
+        deadline = asyncio.get_running_loop().time() + self.settings.body_timeout_seconds
         if length is not None:
             try:
                 async with asyncio.timeout_at(deadline):
@@ -271,7 +277,7 @@ class Proxy:
         return body
 
     async def _exchange(
-        self, request: web.Request, protocol: str, body: bytearray, hold: Hold, outcome: Outcome
+        self, request: web.Request, protocol: str, body: Body, hold: Hold, outcome: Outcome
     ) -> web.StreamResponse:
         """Send the request upstream and relay the answer."""
         headers = _forwardable(request.headers.items())
@@ -322,7 +328,7 @@ class Proxy:
     def _capture(
         self,
         protocol: str,
-        body: bytearray,
+        body: Body,
         request: web.Request,
         upstream: Response,
         payload: bytes | None,
@@ -347,7 +353,7 @@ class Proxy:
         self,
         request: web.Request,
         protocol: str,
-        body: bytearray,
+        body: Body,
         upstream: Response,
         hold: Hold,
         outcome: Outcome,

@@ -16,8 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 MAX_HEAD_BYTES = 64 * 1024
-WRITE_SLICE_BYTES = 2**20  # a large body is written a slice at a time: the transport keeps
-# a copy of what the socket has not taken yet, so one write would hold the body twice
+WRITE_SLICE_BYTES = 2**20
 NO_BODY_STATUSES = {204, 304}
 SWITCHING_PROTOCOLS = 101
 
@@ -26,11 +25,11 @@ class UpstreamError(Exception):
     """The model server could not be reached or broke off its answer."""
 
 
-def header_text(raw: bytes) -> str:
-    """A header line as text that aiohttp writes back as the same bytes when they are UTF-8.
+def head_text(raw: bytes) -> str:
+    """An answer's head as text that aiohttp writes back as the same bytes when they are UTF-8.
 
-    aiohttp's writer encodes header text as UTF-8 and drops lone surrogates, so bytes that are
-    not UTF-8 (obsolete Latin-1 text) are decoded as Latin-1: their characters survive, in UTF-8.
+    aiohttp's writer encodes header text as UTF-8 and drops lone surrogates, so a head that is
+    not UTF-8 (obsolete Latin-1 text) is decoded as Latin-1: its characters survive, in UTF-8.
     """
     try:
         return raw.decode("utf-8")
@@ -56,18 +55,18 @@ class Head:
 
 def parse_head(raw: bytes) -> Head:
     """The status line and headers of one response; ValueError if they are malformed."""
-    lines = raw.split(b"\r\n")
-    version, _, rest = lines[0].decode("latin-1").partition(" ")
+    lines = head_text(raw).split("\r\n")
+    version, _, rest = lines[0].partition(" ")
     status_text, _, reason = rest.partition(" ")
     if not version.startswith("HTTP/1.") or len(status_text) != 3:
         raise ValueError(f"bad status line {lines[0][:100]!r}")
     headers = []
     for line in lines[1:]:
         if line:
-            name, sep, value = line.partition(b":")
+            name, sep, value = line.partition(":")
             if not sep:
                 raise ValueError(f"bad header line {line[:100]!r}")
-            headers.append((header_text(name.strip()), header_text(value.strip())))
+            headers.append((name.strip(), value.strip()))
     lowered = {k.lower(): v for k, v in headers}
     length = lowered.get("content-length")
     if length is not None and not length.isdigit():
@@ -219,13 +218,7 @@ class UpstreamPool:
         while True:
             conn = await self._checkout()
             try:
-                # Head and body apart: joining them would copy a body of up to max_body_bytes.
-                conn.writer.write(head)
-                view = memoryview(body)
-                for start in range(0, len(view), WRITE_SLICE_BYTES):
-                    conn.writer.write(view[start : start + WRITE_SLICE_BYTES])
-                    await conn.writer.drain()
-                await conn.writer.drain()
+                await self._send(conn.writer, head, body)
                 head_of_answer = await self._final_head(conn.reader)
             except (asyncio.IncompleteReadError, ConnectionError) as err:
                 conn.close()
@@ -239,6 +232,21 @@ class UpstreamPool:
                 conn.close()
                 raise UpstreamError(f"bad answer from the model server: {err}") from err
             return self._response(method, head_of_answer, conn)
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, head: bytes, body: bytes | bytearray) -> None:
+        if len(body) <= WRITE_SLICE_BYTES:
+            # One write, one packet: the model server reads the request in one go.
+            writer.write(head + body)
+        else:
+            # A slice at a time: joining would copy the body, and the transport copies what
+            # the socket has not taken yet, so one write would hold a large body twice.
+            writer.write(head)
+            view = memoryview(body)
+            for start in range(0, len(view), WRITE_SLICE_BYTES):
+                writer.write(view[start : start + WRITE_SLICE_BYTES])
+                await writer.drain()
+        await writer.drain()
 
     @staticmethod
     async def _final_head(reader: asyncio.StreamReader) -> Head:

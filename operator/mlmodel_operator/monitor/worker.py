@@ -40,6 +40,7 @@ class DriftWorker:
         self.detector: DriftDetector | None = None
         self.source = "uri" if settings.reference_uri else "live"
         self._queued_bytes = 0
+        self._queued_gauge = metrics.DRIFT_QUEUED_BYTES.labels(model)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._logged_failures: set[tuple[str, str]] = set()
@@ -73,7 +74,7 @@ class DriftWorker:
             self._dequeued(size)
             self.drop("queue_full")
             return
-        metrics.DRIFT_QUEUED_BYTES.labels(self.model).set(self._queued_bytes)
+        self._queued_gauge.set(self._queued_bytes)
 
     def drop(self, reason: str) -> None:
         metrics.DROPPED_PAYLOADS.labels(self.model, reason).inc()
@@ -81,7 +82,7 @@ class DriftWorker:
     def _dequeued(self, size: int) -> None:
         with self._lock:
             self._queued_bytes -= size
-        metrics.DRIFT_QUEUED_BYTES.labels(self.model).set(self._queued_bytes)
+        self._queued_gauge.set(self._queued_bytes)
 
     # --- the thread --------------------------------------------------------------------------
 
