@@ -5,14 +5,25 @@ metrics must add up to what was sent."""
 
 from __future__ import annotations
 
-import json
 import socket
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
+from abuse_requests import (
+    BAD_PAYLOADS,
+    FEATURES,
+    INFER,
+    ODD_REQUESTS,
+    aborted_upload,
+    mixed_client,
+    padded,
+    peak_rss_bytes,
+    request,
+    stalled_upload,
+)
 from monitor_procs import (
     MODEL,
     metric,
@@ -23,12 +34,8 @@ from monitor_procs import (
     start_sidecar,
     v2_body,
 )
-from sklearn.datasets import load_iris
 
 from kube_helpers import wait_until
-
-INFER = f"/v2/models/{MODEL}/infer"
-FEATURES, _ = load_iris(return_X_y=True)
 
 
 @pytest.fixture(scope="module")
@@ -49,220 +56,30 @@ def sidecar(tmp: Path, model_port: int) -> Iterator[dict]:
     server.close()
 
 
-def request(method: str, target: str, body: bytes = b"", *headers: str) -> bytes:
-    head = [f"{method} {target} HTTP/1.1", "Host: model", *headers]
-    if body or method == "POST":
-        head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
-
-
-def answer_id(body: bytes) -> str | None:
-    try:
-        return json.loads(body).get("id")
-    except ValueError:
-        return None
-
-
-def tensor(name: str, data: object, shape: object, datatype: str = "FP64") -> dict:
-    return {"name": name, "shape": shape, "datatype": datatype, "data": data}
-
-
-def nested_tensor(depth: int) -> bytes:
-    """A tensor whose data is nested `depth` lists deep (json.dumps itself cannot nest so)."""
-    data = "[" * depth + "1.0" + "]" * depth
-    return b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": %s}]}' % (
-        data.encode()
-    )
-
-
-# Payloads that each stopped the drift worker for good.
-BAD_PAYLOADS = {
-    "100k-deep JSON": b"[" * 100_000 + b"]" * 100_000,
-    "shape an int": json.dumps({"inputs": [tensor("x", [5.1, 3.5, 1.4, 0.2], 4)]}).encode(),
-    "400-digit int in a second tensor": json.dumps(
+def counted_by_class(port: int) -> Counter[str]:
+    return Counter(
         {
-            "inputs": [
-                tensor("x", [5.1, 3.5, 1.4, 0.2], [1, 4]),
-                tensor("y", [10**400], [1], "INT64"),
-            ]
+            status_class: metric(port, "mlmodel_requests_total", status_class=status_class)
+            for status_class in ("2xx", "4xx", "5xx")
         }
-    ).encode(),
-    "data nested 990 deep": nested_tensor(990),
-}
-
-
-# --- odd requests: each returns how many requests it sent (for the metrics to add up) --------
-
-
-def expect_continue(port: int, request_id: str) -> int:
-    """curl's Expect: 100-continue: the head, then the body once told to go on."""
-    body = v2_body(FEATURES[:2], request_id)
-    head = request("POST", INFER, b"", "Expect: 100-continue").replace(
-        b"Content-Length: 0", f"Content-Length: {len(body)}".encode()
     )
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(head)
-        interim = b""
-        while not interim.endswith(b"\r\n\r\n"):
-            interim += sock.recv(1)
-        assert interim.startswith(b"HTTP/1.1 100 ")
-        sock.sendall(body)
-        status, _, answer = read_answer(sock)
-    assert (status, answer_id(answer)) == (200, request_id)
-    return 1
-
-
-def pipelined(port: int, request_id: str) -> int:
-    """Two requests in one write, answered in order on one connection."""
-    first, second = f"{request_id}-a", f"{request_id}-b"
-    data = request("POST", INFER, v2_body(FEATURES[:1], first)) + request(
-        "POST", INFER, v2_body(FEATURES[1:2], second)
-    )
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(data)
-        reader = sock.makefile("rb")
-        answers = [answer_id(read_length_delimited(reader)) for _ in range(2)]
-    assert answers == [first, second]
-    return 2
-
-
-def read_length_delimited(reader: BinaryIO) -> bytes:
-    """The body of the next answer on a connection (http.client reads one answer only)."""
-    length = 0
-    while (line := reader.readline()) != b"\r\n":
-        name, _, value = line.partition(b":")
-        if name.lower() == b"content-length":
-            length = int(value)
-    return reader.read(length)
-
-
-def chunked(port: int, request_id: str) -> int:
-    body = v2_body(FEATURES[:3], request_id)
-    head = [f"POST {INFER} HTTP/1.1", "Host: model", "Content-Type: application/json"]
-    head.append("Transfer-Encoding: chunked")
-    chunks = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in (body[:10], body[10:]))
-    status, _, answer = raw_exchange(
-        port, ("\r\n".join(head) + "\r\n\r\n").encode() + chunks + b"0\r\n\r\n"
-    )
-    assert (status, answer_id(answer)) == (200, request_id)
-    return 1
-
-
-def head_request(port: int, _: str) -> int:
-    raw_exchange(port, request("HEAD", f"/v2/models/{MODEL}"))
-    return 1
-
-
-def euro_header(port: int, request_id: str) -> int:
-    data = request("POST", INFER, v2_body(FEATURES[:1], request_id), "X-Note: 5 €")
-    status, _, answer = raw_exchange(port, data)
-    assert (status, answer_id(answer)) == (200, request_id)
-    return 1
-
-
-def many_headers(port: int, request_id: str) -> int:
-    extra = [f"X-Extra-{i}: {i}" for i in range(1200)]
-    status, _, answer = raw_exchange(
-        port, request("POST", INFER, v2_body(FEATURES[:1], request_id), *extra)
-    )
-    assert (status, answer_id(answer)) == (200, request_id)
-    return 1
-
-
-def long_query(port: int, request_id: str) -> int:
-    target = f"{INFER}?pad={'q' * 10_000}"
-    status, _, answer = raw_exchange(
-        port, request("POST", target, v2_body(FEATURES[:1], request_id))
-    )
-    assert (status, answer_id(answer)) == (200, request_id)
-    return 1
-
-
-def bad_request_line(port: int, _: str) -> int:
-    status, _, _ = raw_exchange(port, b"GARBAGE\r\n\r\n")
-    assert status == 400
-    return 1
-
-
-def huge_declared_body(port: int, _: str) -> int:
-    """Refused at once: the body is never sent, so an answer can only come before it."""
-    head = request("POST", INFER).replace(b"Content-Length: 0", b"Content-Length: 1073741824")
-    status, _, _ = raw_exchange(port, head)
-    assert status == 413
-    return 1
-
-
-def aborted_upload(port: int, _: str) -> int:
-    head = request("POST", INFER).replace(b"Content-Length: 0", b"Content-Length: 1000")
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(head + b'{"inputs": ')
-    return 1
-
-
-def stalled_upload(port: int, _: str) -> int:
-    """Half a body, then nothing: answered 408 once the body timeout runs out."""
-    head = request("POST", INFER).replace(b"Content-Length: 0", b"Content-Length: 1000")
-    status, _, _ = raw_exchange(port, head + b'{"inputs": ')
-    assert status == 408
-    return 1
-
-
-def bad_payload(name: str) -> Callable[[int, str], int]:
-    def send(port: int, _: str) -> int:
-        raw_exchange(port, request("POST", INFER, BAD_PAYLOADS[name]))
-        return 1
-
-    return send
-
-
-ODD_REQUESTS = [
-    expect_continue,
-    pipelined,
-    chunked,
-    head_request,
-    euro_header,
-    many_headers,
-    long_query,
-    bad_request_line,
-    huge_declared_body,
-    aborted_upload,
-    stalled_upload,
-    *(bad_payload(name) for name in BAD_PAYLOADS),
-]
-
-
-def requests_total(port: int) -> float:
-    return metric(port, "mlmodel_requests_total", model=MODEL)
 
 
 def test_every_client_gets_its_own_answer_amid_odd_requests(sidecar: dict, tmp: Path) -> None:
     port, metrics_port = sidecar["listen_port"], sidecar["metrics_port"]
-    before = requests_total(metrics_port)
+    before = counted_by_class(metrics_port)
     clients, rounds = 8, len(ODD_REQUESTS)
-
-    def client(c: int) -> tuple[int, int]:
-        """Valid requests on one keep-alive connection, an odd request between each two."""
-        import http.client
-
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        mixed_up, sent = 0, 0
-        for i in range(rounds):
-            request_id = f"client{c}-{i}"
-            body = v2_body(FEATURES[i : i + 2], request_id)
-            conn.request("POST", INFER, body, {"Content-Type": "application/json"})
-            response = conn.getresponse()
-            mixed_up += answer_id(response.read()) != request_id
-            sent += 1 + ODD_REQUESTS[(c + i) % len(ODD_REQUESTS)](port, f"odd{c}-{i}")
-        conn.close()
-        return mixed_up, sent
-
     with ThreadPoolExecutor(clients) as pool:
-        results = list(pool.map(client, range(clients)))
-    assert sum(mixed for mixed, _ in results) == 0
-    sent = sum(n for _, n in results)
+        answers = [
+            a
+            for part in pool.map(lambda c: mixed_client(port, c, rounds), range(clients))
+            for a in part
+        ]
+    assert [a for a in answers if not a[1]] == []  # not one answer mixed up
+    sent = Counter(f"{status // 100}xx" for status, _ in answers)
     wait_until(
-        lambda: requests_total(metrics_port) - before == sent,
-        what=f"the {sent} requests sent to be counted",
+        lambda: counted_by_class(metrics_port) - before == sent,
+        what=f"the requests sent to be counted by status class: {dict(sent)}",
         timeout=30,
     )
     assert metric(metrics_port, "mlmodel_drift_worker_errors_total") == 0
@@ -361,7 +178,7 @@ def test_body_timeout_and_connection_cap(tmp: Path, model_port: int) -> None:
     )
     port, metrics_port = config["listen_port"], config["metrics_port"]
     try:
-        assert stalled_upload(port, "") == 1
+        assert stalled_upload(port, "") == [(408, True)]
         assert metric(metrics_port, "mlmodel_refused_requests_total", reason="body_timeout") == 1
         held = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(3)]
         wait_until(
@@ -386,24 +203,12 @@ def test_body_timeout_and_connection_cap(tmp: Path, model_port: int) -> None:
         server.close()
 
 
-def peak_rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
-
-
 def test_memory_stays_bounded_under_a_flood_of_large_bodies(tmp: Path, model_port: int) -> None:
     """Bodies of up to 64 MiB, many at once: the sidecar's peak RSS stays under its container's
     memory limit (256Mi), as bodies wait for room in the byte budget."""
     server, config = start_sidecar(tmp, model_port, "flood", max_body_bytes=64 * 2**20)
     assert server.proc is not None
     port, metrics_port = config["listen_port"], config["metrics_port"]
-
-    def padded(pad_bytes: int) -> bytes:
-        """A valid request the model server reads quickly, padded with one long string."""
-        request = json.loads(v2_body(FEATURES[:2], "padded"))
-        return json.dumps({**request, "pad": "p" * pad_bytes}).encode()
 
     # 24 MiB bodies pass through only; 3 MiB ones also queue for the drift worker.
     bodies = [padded(24 * 2**20), padded(3 * 2**20), padded(3 * 2**20)] * 8
