@@ -1,8 +1,9 @@
 """The drift worker's thread: it outlives failures, bounds what waits for it in bytes, never
-hangs on stop, and logs a drift verdict once per change."""
+hangs on stop, logs a drift verdict once per change, and health tells when it is gone."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import numpy as np
@@ -13,6 +14,8 @@ from kube_helpers import wait_until
 from mlmodel_operator.api import DriftSettings
 from mlmodel_operator.monitor.drift import CheckResult, DriftDetector
 from mlmodel_operator.monitor.payloads import Exchange
+from mlmodel_operator.monitor.proxy import Proxy
+from mlmodel_operator.monitor.settings import MonitorSettings
 from mlmodel_operator.monitor.worker import DriftWorker
 
 SETTINGS = DriftSettings.model_validate({"window_size": 50, "check_interval_seconds": 5})
@@ -104,3 +107,13 @@ def test_drift_is_logged_once_per_change(caplog: pytest.LogCaptureFixture) -> No
     messages = [r.getMessage() for r in caplog.records]
     assert sum(m.startswith("drift detected") for m in messages) == 2
     assert messages.count("drift no longer detected") == 1
+
+
+def test_health_fails_once_the_drift_thread_is_gone() -> None:
+    settings = MonitorSettings(model_name="health", upstream="http://127.0.0.1:9", drift=SETTINGS)
+    worker = DriftWorker("health", SETTINGS)
+    proxy = Proxy(settings, worker)
+    worker.start()
+    assert asyncio.run(proxy.healthz(None)).status == 200  # type: ignore[arg-type]
+    worker.stop()
+    assert asyncio.run(proxy.healthz(None)).status == 503  # type: ignore[arg-type]
