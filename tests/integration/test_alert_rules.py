@@ -1,4 +1,4 @@
-"""The generated alerting rules pass promtool, and the drift and error alerts fire on
+"""The generated alerting rules pass promtool, and the drift, drift worker and error alerts fire on
 matching series (promtool's rule unit tests, Debian package prometheus)."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_rules_pass_promtool_check(rules_file: Path) -> None:
     result = promtool("check", "rules", str(rules_file))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 3 rules found" in result.stdout
+    assert "SUCCESS: 4 rules found" in result.stdout
 
 
 def test_drift_and_error_alerts_fire_on_matching_series(rules_file: Path, tmp_path: Path) -> None:
@@ -57,6 +57,12 @@ def test_drift_and_error_alerts_fire_on_matching_series(rules_file: Path, tmp_pa
                     {
                         "series": 'mlmodel_drift_detected{namespace="risk",model="other"}',
                         "values": "0x14",
+                    },
+                    # The drift worker beats until minute 3, then stops.
+                    {
+                        "series": "mlmodel_drift_worker_heartbeat_timestamp_seconds"
+                        f'{{{SERIES},pod="p"}}',
+                        "values": "0+60x3 180x26",
                     },
                     # 100 requests a minute, 20 of them failing: a 20% error ratio.
                     {
@@ -98,6 +104,28 @@ def test_drift_and_error_alerts_fire_on_matching_series(rules_file: Path, tmp_pa
                         ],
                     },
                     {"eval_time": "20m", "alertname": "MLModelHighLatency", "exp_alerts": []},
+                    # Stale from minute 5 (over 2 minutes old), firing 5 minutes later.
+                    {"eval_time": "8m", "alertname": "MLModelDriftWorkerStalled", "exp_alerts": []},
+                    {
+                        "eval_time": "11m",
+                        "alertname": "MLModelDriftWorkerStalled",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "namespace": "risk",
+                                    "model": "fraud",
+                                    "pod": "p",
+                                },
+                                "exp_annotations": {
+                                    "summary": "Drift detection has stopped in a pod of model "
+                                    "risk/fraud",
+                                    "description": "The drift worker's heartbeat is over 2 "
+                                    "minutes old.",
+                                },
+                            }
+                        ],
+                    },
                 ],
             }
         ],

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import pickle
 import shutil
-import sys
 import threading
 import urllib.parse
 import urllib.request
@@ -19,69 +17,20 @@ from typing import Any
 import numpy as np
 import pytest
 from aiohttp import web
+from monitor_procs import (
+    MODEL,
+    metric,
+    model_server,
+    post,
+    start_model_server,
+    start_sidecar,
+    v1_body,
+    v2_body,
+)
 from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
 
 from kube_helpers import wait_until
 from procs import Server, free_port, http_status
-
-SERVER_SCRIPT = Path(__file__).parent / "servers" / "sklearn_kserve.py"
-MONITOR = Path(sys.executable).parent / "mlmodel-monitor"
-MODEL = "iris"
-
-
-def start_model_server(tmp: Path, port: int) -> Server:
-    features, labels = load_iris(return_X_y=True)
-    model_path = tmp / "iris.pkl"
-    if not model_path.exists():
-        model_path.write_bytes(pickle.dumps(LogisticRegression(max_iter=500).fit(features, labels)))
-    server = Server(
-        [sys.executable, str(SERVER_SCRIPT), str(model_path), MODEL, str(port)],
-        tmp / f"model-server-{port}.log",
-    ).start()
-    return server.wait_for(f"http://127.0.0.1:{port}/v2/health/ready")
-
-
-def start_sidecar(
-    tmp: Path, upstream_port: int, name: str, **overrides: Any
-) -> tuple[Server, dict]:
-    config = {
-        "model_name": MODEL,
-        "upstream": f"http://127.0.0.1:{upstream_port}",
-        "upstream_ready_path": "/v2/health/ready",
-        "listen_host": "127.0.0.1",
-        "listen_port": free_port(),
-        "metrics_port": free_port(),
-        "performance_tracking": True,
-        "drift": {"window_size": 60, "check_interval_seconds": 5},
-        "max_body_bytes": 2**20,
-        **overrides,
-    }
-    path = tmp / f"{name}.json"
-    path.write_text(json.dumps(config))
-    server = Server([str(MONITOR), f"--config={path}"], tmp / f"{name}.log").start()
-    server.wait_for(f"http://127.0.0.1:{config['metrics_port']}/metrics")
-    server.wait_for(f"http://127.0.0.1:{config['listen_port']}/healthz")
-    return server, config
-
-
-def post(port: int, path: str, body: bytes, content_type: str = "application/json") -> tuple:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    conn.request("POST", path, body=body, headers={"Content-Type": content_type})
-    response = conn.getresponse()
-    data = response.read()
-    headers = {k.lower(): v for k, v in response.getheaders()}
-    conn.close()
-    return response.status, headers, data
-
-
-def metric(port: int, name: str, **labels: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +49,8 @@ def reference_csv(tmp: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def model_port(tmp: Path) -> Iterator[int]:
-    port = free_port()
-    server = start_model_server(tmp, port)
-    yield port
-    server.close()
+    with model_server(tmp) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")
@@ -112,15 +59,6 @@ def sidecar(tmp: Path, model_port: int, reference_csv: Path) -> Iterator[dict]:
     server, config = start_sidecar(tmp, model_port, "sidecar", drift=drift)
     yield config
     server.close()
-
-
-def v2_body(rows: np.ndarray) -> bytes:
-    tensor = {"name": "x", "shape": list(rows.shape), "datatype": "FP64", "data": rows.tolist()}
-    return json.dumps({"id": "req-1", "inputs": [tensor]}).encode()
-
-
-def v1_body(rows: np.ndarray) -> bytes:
-    return json.dumps({"instances": rows.tolist()}).encode()
 
 
 @pytest.mark.parametrize(
@@ -187,7 +125,7 @@ def test_performance_metrics(sidecar: dict) -> None:
     assert metric(port, "mlmodel_requests_in_flight", model=MODEL) == 0
 
 
-def test_drift_is_detected_on_shifted_inputs(sidecar: dict) -> None:
+def test_drift_is_detected_on_shifted_inputs(sidecar: dict, tmp: Path) -> None:
     port = sidecar["metrics_port"]
     features, _ = load_iris(return_X_y=True)
     rng = np.random.default_rng(7)
@@ -213,6 +151,20 @@ def test_drift_is_detected_on_shifted_inputs(sidecar: dict) -> None:
     assert metric(port, "mlmodel_drift_score", direction="input", feature="x[2]", method="ks") > 0.5
     # Outputs are watched too: the shifted flowers are classified differently.
     assert metric(port, "mlmodel_drift_window_samples", direction="output", feature="predict") > 0
+    # More checks that find the same drift: the log says it once, when it began.
+    for _ in range(3):
+        checked = metric(port, "mlmodel_drift_last_check_timestamp_seconds", model=MODEL)
+        rows = features[rng.integers(0, len(features), 60)] + np.array([0, 0, 2.0, 0])
+        post(sidecar["listen_port"], f"/v2/models/{MODEL}/infer", v2_body(rows))
+        wait_until(
+            lambda c=checked: (
+                metric(port, "mlmodel_drift_last_check_timestamp_seconds", model=MODEL) > c
+            ),
+            what="another check",
+            timeout=15,
+        )
+    assert metric(port, "mlmodel_drift_detected", model=MODEL) == 1
+    assert (tmp / "sidecar.log").read_text().count("drift detected") == 1
 
 
 def test_model_server_down_gives_502_and_not_ready_then_recovers(tmp: Path) -> None:

@@ -268,11 +268,18 @@ def test_alert_rules_follow_the_spec() -> None:
     from mlmodel_operator.builders.prometheus import alert_rules
 
     rules = {r["alert"]: r for r in alert_rules(OWNER, founding())}
-    assert set(rules) == {"MLModelDriftDetected", "MLModelHighLatency", "MLModelHighErrorRatio"}
+    assert set(rules) == {
+        "MLModelDriftDetected",
+        "MLModelDriftWorkerStalled",
+        "MLModelHighLatency",
+        "MLModelHighErrorRatio",
+    }
     assert 'namespace="ns",model="m"' in rules["MLModelDriftDetected"]["expr"]
+    assert 'namespace="ns",model="m"' in rules["MLModelDriftWorkerStalled"]["expr"]
     tuned = spec(model_type="sklearn", monitoring={"alerts": {"p99_latency_seconds": 0.25}})
     tuned_rules = {r["alert"]: r for r in alert_rules(OWNER, tuned)}
     assert "MLModelDriftDetected" not in tuned_rules  # drift detection is inactive
+    assert "MLModelDriftWorkerStalled" not in tuned_rules
     assert tuned_rules["MLModelHighLatency"]["expr"].endswith("> 0.25")
 
 

@@ -1,17 +1,17 @@
-"""Reading inference payloads, and reference files, into named columns."""
+"""Reading inference payloads into named columns."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mlmodel_operator.monitor.payloads import UnreadablePayload, parse, protocol_of
-from mlmodel_operator.monitor.reference import ReferenceUnavailable, load_reference
+from mlmodel_operator.monitor.payloads import Exchange, UnreadablePayload, parse, protocol_of
+
+
+def read(protocol: str, request: bytes, response: bytes | None) -> tuple[dict, dict]:
+    return parse(Exchange(protocol, 200, request, response))
 
 
 @pytest.mark.parametrize(
@@ -37,25 +37,25 @@ def test_v2_tensors_become_feature_columns() -> None:
         ]
     }
     response = {"outputs": [{"name": "p", "shape": [2], "datatype": "FP32", "data": [0.1, 0.9]}]}
-    inputs, outputs = parse("v2", json.dumps(request).encode(), json.dumps(response).encode())
+    inputs, outputs = read("v2", json.dumps(request).encode(), json.dumps(response).encode())
     assert inputs == {"x[0]": [1, 4], "x[1]": [2, 5], "x[2]": [3, 6], "city": ["oslo", "rome"]}
     assert outputs == {"p": [0.1, 0.9]}
 
 
 def test_v1_rows_become_feature_columns() -> None:
-    inputs, outputs = parse(
+    inputs, outputs = read(
         "v1",
         b'{"instances": [[1, 2], [3, 4]]}',
         b'{"predictions": [0, 1]}',
     )
     assert inputs == {"instances[0]": [1, 3], "instances[1]": [2, 4]}
     assert outputs == {"predictions": [0, 1]}
-    inputs, _ = parse("v1", b'{"instances": [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]}', None)
+    inputs, _ = read("v1", b'{"instances": [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]}', None)
     assert inputs == {"a": [1, 2], "b": ["x", "y"]}
 
 
 def test_an_error_response_still_yields_inputs() -> None:
-    inputs, outputs = parse("v1", b'{"instances": [1, 2]}', b"<html>oops</html>")
+    inputs, outputs = read("v1", b'{"instances": [1, 2]}', b"<html>oops</html>")
     assert inputs == {"instances": [1, 2]} and outputs == {}
 
 
@@ -75,39 +75,90 @@ def test_an_error_response_still_yields_inputs() -> None:
 )
 def test_unreadable_payloads_raise(protocol: str, body: bytes) -> None:
     with pytest.raises(UnreadablePayload):
-        parse(protocol, body, None)
+        read(protocol, body, None)
 
 
-def test_reference_formats(tmp_path: Path) -> None:
-    (tmp_path / "r.csv").write_text("a,colour\n1.5,red\n2.5,blue\n")
-    assert load_reference(str(tmp_path / "r.csv")) == {"a": [1.5, 2.5], "colour": ["red", "blue"]}
-    (tmp_path / "r.jsonl").write_text('{"a": 1, "b": "x"}\n\n{"a": 2, "b": "y"}\n')
-    assert load_reference(str(tmp_path / "r.jsonl")) == {"a": [1, 2], "b": ["x", "y"]}
-    np.save(tmp_path / "r.npy", np.array([[1.0, 2.0], [3.0, 4.0]]))
-    assert load_reference(str(tmp_path / "r.npy")) == {"0": [1.0, 3.0], "1": [2.0, 4.0]}
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"inputs": [{"name": "x", "shape": 4, "data": [1, 2, 3, 4]}]}',
+        b'{"inputs": [{"name": "x", "shape": [1], "data": '
+        + b"[" * 990
+        + b"1"
+        + b"]" * 990
+        + b"}]}",
+        b'{"inputs": [{"name": "x", "shape": [true], "data": [1]}]}',
+        b'{"inputs": [{"name": "x", "shape": [1], "parameters": {"binary_data_size": 8}}]}',
+    ],
+    ids=["100k-deep", "shape-int", "nested-990", "shape-bool", "binary-missing"],
+)
+def test_hostile_payloads_are_unreadable_not_errors(body: bytes) -> None:
+    with pytest.raises(UnreadablePayload):
+        read("v2", body, None)
 
 
-def test_reference_over_http_and_unavailable(tmp_path: Path) -> None:
-    (tmp_path / "ref.csv").write_text("a\n1\n2\n")
+BINARY_ARRAYS = {
+    "BOOL": np.array([[True, False], [False, True]]),
+    "INT8": np.array([[-128, 127], [0, 1]], dtype=np.int8),
+    "INT16": np.array([[-32768, 32767], [0, 1]], dtype=np.int16),
+    "INT32": np.array([[-(2**31), 2**31 - 1], [0, 1]], dtype=np.int32),
+    "INT64": np.array([[-(2**63), 2**63 - 1], [0, 1]], dtype=np.int64),
+    "UINT8": np.array([[0, 255], [1, 2]], dtype=np.uint8),
+    "UINT16": np.array([[0, 65535], [1, 2]], dtype=np.uint16),
+    "UINT32": np.array([[0, 2**32 - 1], [1, 2]], dtype=np.uint32),
+    "UINT64": np.array([[0, 2**64 - 1], [1, 2]], dtype=np.uint64),
+    "FP16": np.array([[0.5, -1.25], [65504, 1e-3]], dtype=np.float16),
+    "FP32": np.array([[0.5, -1.25], [3.4e38, 1e-3]], dtype=np.float32),
+    "FP64": np.array([[0.5, -1.25], [1e300, 1e-3]], dtype=np.float64),
+}
 
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            super().__init__(*args, directory=str(tmp_path), **kwargs)
 
-        def log_message(self, *args: object) -> None:
-            pass
+def binary_body(tensors: dict[str, tuple[str, np.ndarray, bytes]], key: str) -> tuple[bytes, str]:
+    """A body with Triton's binary extension: JSON, then each tensor's raw bytes."""
+    document = {
+        key: [
+            {
+                "name": name,
+                "datatype": datatype,
+                "shape": list(array.shape),
+                "parameters": {"binary_data_size": len(raw)},
+            }
+            for name, (datatype, array, raw) in tensors.items()
+        ]
+    }
+    head = json.dumps(document).encode()
+    return head + b"".join(raw for _, _, raw in tensors.values()), str(len(head))
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
-        assert load_reference(f"{base}/ref.csv") == {"a": [1.0, 2.0]}
-        with pytest.raises(ReferenceUnavailable):
-            load_reference(f"{base}/missing.csv")
-    finally:
-        server.shutdown()
-    with pytest.raises(ReferenceUnavailable):
-        load_reference(str(tmp_path / "nope.npy"))
-    (tmp_path / "bad.parquet").write_text("x")
-    with pytest.raises(ReferenceUnavailable, match="unknown reference format"):
-        load_reference(str(tmp_path / "bad.parquet"))
+
+def test_binary_tensors_of_every_type_in_both_directions() -> None:
+    words = np.array([["oslo", "€"], ["rome", ""]], dtype=object)
+    raw_words = b"".join(
+        len(w.encode()).to_bytes(4, "little") + w.encode() for w in words.reshape(-1)
+    )
+    tensors = {
+        datatype.lower(): (datatype, array, array.astype(array.dtype.newbyteorder("<")).tobytes())
+        for datatype, array in BINARY_ARRAYS.items()
+    }
+    tensors["city"] = ("BYTES", words, raw_words)
+    request, request_length = binary_body(tensors, "inputs")
+    response, response_length = binary_body({"p": tensors["fp32"]}, "outputs")
+    inputs, outputs = parse(Exchange("v2", 200, request, response, request_length, response_length))
+    for datatype, array in BINARY_ARRAYS.items():
+        for j in range(2):
+            assert inputs[f"{datatype.lower()}[{j}]"] == array[:, j].tolist(), datatype
+    assert inputs["city[0]"] == ["oslo", "rome"] and inputs["city[1]"] == ["€", ""]
+    assert outputs["p[1]"] == BINARY_ARRAYS["FP32"][:, 1].tolist()
+
+
+@pytest.mark.parametrize(
+    ("header", "raw"),
+    [("9999", b""), ("x", b""), ("15", b"\x01\x00\x00")],
+    ids=["header-too-long", "header-not-a-number", "cut-short"],
+)
+def test_bad_binary_data_is_unreadable(header: str, raw: bytes) -> None:
+    document = b'{"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], '
+    document += b'"parameters": {"binary_data_size": 4}}]}'
+    length = header if header != "15" else str(len(document))
+    with pytest.raises(UnreadablePayload):
+        parse(Exchange("v2", 200, document + raw, None, length))

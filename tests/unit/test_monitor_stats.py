@@ -12,6 +12,7 @@ from mlmodel_operator.monitor.stats import (
     CategoricalReference,
     NumericReference,
     categorical_test,
+    chi2_pvalue,
     ks_pvalues,
     ks_statistic,
     psi,
@@ -59,6 +60,14 @@ def test_categorical_distance_and_p_value() -> None:
     assert distance == pytest.approx(0.0) and p_value > 0.5
     distance, p_value = categorical_test(reference, ["a"] * 30 + ["b"] * 30 + ["c"] * 40)
     assert distance == pytest.approx(0.2) and p_value < 1e-4
+
+
+@pytest.mark.parametrize("columns", [2, 3, 7])
+def test_chi2_pvalue_equals_scipy(columns: int) -> None:
+    rng = np.random.default_rng(RNG_SEED + columns)
+    table = rng.integers(1, 200, size=(2, columns)).astype(np.float64)
+    expected = stats.chi2_contingency(table, correction=False).pvalue
+    assert chi2_pvalue(table) == pytest.approx(expected, rel=1e-9)
 
 
 def settings(**kw: object) -> DriftSettings:
@@ -156,6 +165,22 @@ def test_bad_values_are_counted_not_used_and_memory_is_bounded() -> None:
     assert len(detector.features) == 2
     detector.add("input", {"x": list(range(5000))})
     assert all(len(f.window) <= 500 for f in detector.features.values())
+
+
+def test_values_beyond_float_range_or_nested_are_rejected_not_raised() -> None:
+    detector = DriftDetector(settings())
+    detector.add("input", {"x": [1.0, 10**400, -(10**400), 2.0], "c": ["a", [["deep"]], {"k": 1}]})
+    assert detector.rejected == {"nonfinite": 2, "type": 2}
+    assert list(detector.features["input", "x"].window) == [1.0, 2.0]
+
+
+def test_a_reference_column_without_numbers_gives_way_to_the_live_baseline() -> None:
+    rng = np.random.default_rng(RNG_SEED)
+    detector = DriftDetector(settings(), {"x": ["a", "b", None, 10**400]})
+    detector.add("input", {"x": rng.normal(size=500).tolist()})
+    assert detector.features["input", "x"].reference is not None  # the live window
+    detector.add("input", {"x": rng.normal(3, 1, size=500).tolist()})
+    assert detector.check().drifted
 
 
 def test_checks_are_due_every_window_or_interval() -> None:

@@ -45,6 +45,21 @@ def alert_rules(owner: Owner, spec: api.MLModelDeploymentSpec) -> list[dict[str,
                 },
             }
         )
+        # The drift worker beats every second while it runs; a pod whose heartbeat is old has
+        # a dead or stuck worker, and drift goes unwatched there.
+        rules.append(
+            {
+                "alert": "MLModelDriftWorkerStalled",
+                "expr": "time() - mlmodel_drift_worker_heartbeat_timestamp_seconds"
+                f"{{{match}}} > 120",
+                "for": "5m",
+                "labels": {"severity": "warning"},
+                "annotations": {
+                    "summary": f"Drift detection has stopped in a pod of {where}",
+                    "description": "The drift worker's heartbeat is over 2 minutes old.",
+                },
+            }
+        )
     if monitoring.performance_tracking == "enabled":
         thresholds = monitoring.alerts
         requests = f"sum(rate(mlmodel_requests_total{{{match}}}[5m]))"

@@ -16,6 +16,7 @@ from aiohttp import web
 from prometheus_client import start_http_server
 
 from mlmodel_operator import logs
+from mlmodel_operator.monitor.listener import listen
 from mlmodel_operator.monitor.proxy import Proxy
 from mlmodel_operator.monitor.settings import CONFIG_DIR, CONFIG_FILE, MonitorSettings
 from mlmodel_operator.monitor.worker import DriftWorker
@@ -41,15 +42,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 async def serve(settings: MonitorSettings, stop: asyncio.Event) -> None:
     drift = None
     if settings.drift is not None:
-        drift = DriftWorker(settings.model_name, settings.drift, settings.queue_size)
+        drift = DriftWorker(
+            settings.model_name, settings.drift, settings.queue_size, settings.queue_bytes
+        )
         drift.start()
-    runner = web.AppRunner(Proxy(settings, drift).app(), access_log=None)
+    proxy = Proxy(settings, drift)
+    runner = web.AppRunner(proxy.app(), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, settings.listen_host, settings.listen_port).start()
+    server = await listen(runner, settings, proxy.count_refused)
     log.info("proxying :%d -> %s", settings.listen_port, settings.upstream)
     try:
         await stop.wait()
     finally:
+        server.close()
         await runner.cleanup()
         if drift is not None:
             drift.stop()

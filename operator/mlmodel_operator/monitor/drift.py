@@ -67,6 +67,20 @@ def is_numeric(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def as_finite(value: int | float) -> float | None:
+    """A number as a finite float; None when it is infinite, NaN, or an int beyond float range."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def is_category(value: object) -> bool:
+    """Scalars only: a nested value is no category (and its text could be any size)."""
+    return value is None or isinstance(value, str | int | float | bool)
+
+
 class DriftDetector:
     def __init__(
         self,
@@ -95,12 +109,15 @@ class DriftDetector:
                     if not is_numeric(value):
                         self.rejected["type"] += 1
                         continue
-                    if not math.isfinite(value):
+                    number = as_finite(value)
+                    if number is None:
                         self.rejected["nonfinite"] += 1
                         continue
-                    feature.window.append(float(value))
-                else:
+                    feature.window.append(number)
+                elif is_category(value):
                     feature.window.append(str(value))
+                else:
+                    self.rejected["type"] += 1
             self.new_samples += len(values)
             self._maybe_freeze_baseline(feature)
 
@@ -126,8 +143,12 @@ class DriftDetector:
         if column is None:
             return None
         if numeric:
-            return NumericReference.from_values(v for v in column if is_numeric(v))
-        return CategoricalReference.from_values(column)
+            numbers = [n for v in column if is_numeric(v) and (n := as_finite(v)) is not None]
+            # A reference column without numbers cannot serve a numeric feature: the first
+            # window of live traffic takes its place.
+            return NumericReference.from_values(numbers) if numbers else None
+        categories = [v for v in column if is_category(v)]
+        return CategoricalReference.from_values(categories) if categories else None
 
     def _maybe_freeze_baseline(self, feature: _Feature) -> None:
         # Without reference data, the first full window of traffic is the reference.

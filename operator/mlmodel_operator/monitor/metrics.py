@@ -31,6 +31,21 @@ RESPONSE_SIZE = Histogram(
     ["model", "protocol"],
     buckets=SIZE_BUCKETS,
 )
+CLIENT_ABORTS = Counter(
+    "mlmodel_client_aborts_total",
+    "Requests whose client went away before the exchange ended (also counted as status 499)",
+    ["model", "phase"],  # phase: request (while sending its body) or response
+)
+REFUSED_REQUESTS = Counter(
+    "mlmodel_refused_requests_total",
+    "Requests the sidecar answered itself: bad_request (refused by its HTTP parser), "
+    "body_too_large, body_timeout, busy (no room to buffer the body), connection_limit",
+    ["model", "reason"],
+)
+OPEN_CONNECTIONS = Gauge("mlmodel_client_connections", "Client connections open", ["model"])
+BUFFERED_BYTES = Gauge(
+    "mlmodel_buffered_bytes", "Request and response bytes the proxy holds in memory", ["model"]
+)
 UPSTREAM_ERRORS = Counter(
     "mlmodel_upstream_errors_total",
     "Requests the model server did not answer: connect errors, timeouts, broken responses",
@@ -43,8 +58,23 @@ UNREADABLE_PAYLOADS = Counter(
 )
 DROPPED_PAYLOADS = Counter(
     "mlmodel_drift_dropped_payloads_total",
-    "Payloads not analysed because the drift worker was behind",
+    "Payloads not analysed: queue_full (the drift worker was behind), too_large (a body over "
+    "max_capture_bytes)",
+    ["model", "reason"],
+)
+DRIFT_QUEUED_BYTES = Gauge(
+    "mlmodel_drift_queued_bytes", "Payload bytes waiting for the drift worker", ["model"]
+)
+DRIFT_WORKER_HEARTBEAT = Gauge(
+    "mlmodel_drift_worker_heartbeat_timestamp_seconds",
+    "Unix time the drift worker last went round its loop (at least every second while it "
+    "is alive and not stuck)",
     ["model"],
+)
+DRIFT_WORKER_ERRORS = Counter(
+    "mlmodel_drift_worker_errors_total",
+    "Failures the drift worker survived, by stage: reference, ingest, check",
+    ["model", "stage"],
 )
 REJECTED_VALUES = Counter(
     "mlmodel_drift_rejected_values_total",

@@ -1,37 +1,54 @@
 """The reverse proxy in front of the model server: every request passes through unchanged
 (method, path, query, headers, body; status, headers, body and streaming of the answer), timed
-and counted; inference payloads are handed to the drift worker after the answer is sent."""
+and counted; inference payloads are handed to the drift worker after the answer is sent.
+
+The bodies it holds are bounded in bytes (ByteBudget), a body must arrive within
+body_timeout_seconds, and a client that goes away is counted apart (status 499), not as a
+failure of the model server.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from mlmodel_operator.monitor import metrics
-from mlmodel_operator.monitor.payloads import protocol_of
+from mlmodel_operator.monitor.binary import HEADER as BINARY_HEADER
+from mlmodel_operator.monitor.budget import ByteBudget, Hold
+from mlmodel_operator.monitor.payloads import Exchange, protocol_of
 from mlmodel_operator.monitor.settings import MonitorSettings
 from mlmodel_operator.monitor.upstream import Response, UpstreamError, UpstreamPool
 from mlmodel_operator.monitor.worker import DriftWorker
 
+log = logging.getLogger(__name__)
+
 # Hop-by-hop headers (RFC 9110 section 7.6.1) belong to one connection, not the message; the
-# length headers are recomputed for the connection they go out on.
+# length headers are recomputed for the connection they go out on. Expect is answered by the
+# sidecar itself (100 Continue), which sends the model server the whole body at once.
 HOP_BY_HOP = {
     "connection",
     "keep-alive",
     "proxy-authenticate",
     "proxy-authorization",
+    "proxy-connection",
     "te",
     "trailer",
     "transfer-encoding",
     "upgrade",
     "content-length",
     "host",
+    "expect",
 }
 READY_CACHE_SECONDS = 1.0
 READY_TIMEOUT_SECONDS = 2.0
+CLIENT_CLOSED = 499  # nginx's status for a request whose client went away
+Body = bytes | bytearray
 
 
 def _forwardable(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -42,6 +59,35 @@ def status_class(status: int) -> str:
     return f"{status // 100}xx"
 
 
+class Refused(Exception):
+    """The sidecar answers the request itself, and closes the connection: its body may be
+    partly unread."""
+
+    def __init__(self, status: int, reason: str, text: str) -> None:
+        super().__init__(text)
+        self.status, self.reason = status, reason
+
+    def response(self) -> web.Response:
+        response = web.Response(status=self.status, text=str(self))
+        response.force_close()
+        return response
+
+
+class BodyTimeout(Exception):
+    pass
+
+
+@dataclass
+class Outcome:
+    """What one request came to, for the metrics and the drift worker."""
+
+    status: int = 502
+    phase: str = "request"  # request while its body is read, then response
+    received: int = 0
+    sent: int = 0
+    exchange: Exchange | None = None
+
+
 class Proxy:
     def __init__(self, settings: MonitorSettings, drift: DriftWorker | None) -> None:
         self.settings = settings
@@ -49,6 +95,9 @@ class Proxy:
         self.upstream = UpstreamPool.for_url(settings.upstream)
         self.timeout = settings.upstream_timeout_seconds
         self.model = settings.model_name
+        self.budget = ByteBudget(
+            settings.max_buffered_bytes, metrics.BUFFERED_BYTES.labels(self.model).set
+        )
         self._ready_at = 0.0
         self._ready = False
         # Labelled children looked up once: .labels() costs a lock and a dict lookup per call.
@@ -66,7 +115,7 @@ class Proxy:
         app = web.Application(client_max_size=self.settings.max_body_bytes)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
-        app.router.add_route("*", "/{tail:.*}", self.forward)
+        app.router.add_route("*", "/{tail:.*}", self.forward, expect_handler=self.expect)
         app.on_cleanup.append(self._close)
         return app
 
@@ -74,6 +123,9 @@ class Proxy:
         await self.upstream.close()
 
     async def healthz(self, request: web.Request) -> web.Response:
+        # A drift worker that died cannot come back: restarting the container is the cure.
+        if self.drift is not None and not self.drift.alive():
+            return web.Response(status=503, text="drift worker stopped")
         return web.Response(text="ok")
 
     async def readyz(self, request: web.Request) -> web.Response:
@@ -102,77 +154,218 @@ class Proxy:
         except (UpstreamError, OSError, TimeoutError):
             return False
 
+    # --- forwarding --------------------------------------------------------------------------
+
+    def _too_large(self, request: web.BaseRequest) -> Refused | None:
+        length = request.content_length
+        if length is not None and length > self.settings.max_body_bytes:
+            return Refused(413, "body_too_large", "request body over the limit")
+        return None
+
+    async def expect(self, request: web.Request) -> web.StreamResponse | None:
+        """Expect: 100-continue. A body over the limit is refused before the client sends it;
+        otherwise the client is told to go on (the model server gets the body whole). Other
+        expectations are ignored, as the model servers do."""
+        refused = self._too_large(request)
+        if refused is not None:
+            self.count_refused(
+                protocol_of(request.method, request.path), refused.status, refused.reason
+            )
+            return refused.response()
+        expect = request.headers.get("Expect", "").lower()
+        if request.version >= (1, 1) and expect == "100-continue":
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the answer itself is still to come
+        return None
+
     async def forward(self, request: web.Request) -> web.StreamResponse:
         start = time.perf_counter()
         protocol = protocol_of(request.method, request.path)
         track = self.settings.performance_tracking
-        capture = self.drift is not None and protocol != "other"
         if track:
             self._in_flight.inc()
-        status, sent = 502, 0
-        body = b""
-        captured: bytes | None = None
+        outcome = Outcome()
+        hold = self.budget.hold()
         try:
-            body = await request.read()
-            response, sent, captured = await self._exchange(request, body, capture)
-            status = response.status
-            return response
-        except web.HTTPException as err:  # e.g. 413 for a body over the limit
-            status = err.status
-            raise
+            refused = self._too_large(request)
+            if refused is not None:
+                raise refused
+            body = await self._read_body(request, hold)
+            outcome.phase, outcome.received = "response", len(body)
+            return await self._exchange(request, protocol, body, hold, outcome)
+        except Refused as refused:
+            outcome.status = refused.status
+            metrics.REFUSED_REQUESTS.labels(self.model, refused.reason).inc()
+            return refused.response()
+        except ConnectionError as err:
+            # Not a failure of the model server nor of the sidecar: counted apart, not logged.
+            outcome.status = CLIENT_CLOSED
+            metrics.CLIENT_ABORTS.labels(self.model, outcome.phase).inc()
+            log.debug("client went away during the %s: %r", outcome.phase, err)
+            # Returned, not raised: aiohttp would take an exception for a failure of its own.
+            # Nobody is left to read it.
+            return web.Response(status=CLIENT_CLOSED)
+        except Exception:
+            outcome.status = 500
+            log.exception("cannot relay %s %s", request.method, request.path)
+            return web.Response(status=500, text="sidecar error")
         finally:
+            hold.release()
             if track:
-                latency, request_size, response_size = self._timers[protocol]
-                latency.observe(time.perf_counter() - start)
                 self._in_flight.dec()
-                metrics.REQUESTS.labels(self.model, protocol, status_class(status)).inc()
-                request_size.observe(len(body))
-                response_size.observe(sent)
-            if capture and self.drift is not None:
-                self.drift.submit(protocol, status, body, captured)
+                self._count(protocol, outcome, time.perf_counter() - start)
+            if outcome.exchange is not None and self.drift is not None:
+                # Once the answer is out: aiohttp writes it after this returns, and the woken
+                # drift thread would compete with that write for the interpreter.
+                asyncio.get_running_loop().call_soon(self.drift.submit, outcome.exchange)
+
+    def count_refused(self, protocol: str, status: int, reason: str) -> None:
+        """A request the sidecar answered itself, before or instead of the handler."""
+        metrics.REFUSED_REQUESTS.labels(self.model, reason).inc()
+        self._count(protocol, Outcome(status), 0.0)
+
+    def _count(self, protocol: str, outcome: Outcome, seconds: float) -> None:
+        if not self.settings.performance_tracking:
+            return
+        latency, request_size, response_size = self._timers[protocol]
+        latency.observe(seconds)
+        metrics.REQUESTS.labels(self.model, protocol, status_class(outcome.status)).inc()
+        request_size.observe(outcome.received)
+        response_size.observe(outcome.sent)
+
+    async def _read_body(self, request: web.Request, hold: Hold) -> Body:
+        """The whole request body, within body_timeout_seconds and the byte budget."""
+        length = request.content_length
+        if length is not None and request.content.is_eof() and hold.try_take(length):
+            # All of it came with the head (small bodies do): nothing to wait for.
+            return await request.read()
+        deadline = asyncio.get_running_loop().time() + self.settings.body_timeout_seconds
+        if length is not None:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await hold.take(length)
+            except TimeoutError:
+                raise Refused(503, "busy", "sidecar busy: no room for the body") from None
+        try:
+            async with asyncio.timeout_at(deadline):
+                if length is not None:
+                    return await self._read_known(request, length)
+                return await self._read_chunked(request, hold)
+        except TimeoutError:
+            raise Refused(408, "body_timeout", "request body not received in time") from None
+
+    @staticmethod
+    async def _read_known(request: web.Request, length: int) -> bytearray:
+        # Filled in place: joining chunks would hold the body twice for a moment.
+        body = bytearray(length)
+        view, filled = memoryview(body), 0
+        while filled < length:
+            chunk = await request.content.readany()
+            if not chunk:
+                raise ConnectionResetError("the body ended early")
+            view[filled : filled + len(chunk)] = chunk[: length - filled]
+            filled += len(chunk)
+        return body
+
+    async def _read_chunked(self, request: web.Request, hold: Hold) -> bytearray:
+        body = bytearray()
+        while chunk := await request.content.readany():
+            if len(body) + len(chunk) > self.settings.max_body_bytes:
+                raise Refused(413, "body_too_large", "request body over the limit")
+            await hold.take(len(chunk))
+            body += chunk
+        return body
 
     async def _exchange(
-        self, request: web.Request, body: bytes, capture: bool
-    ) -> tuple[web.StreamResponse, int, bytes | None]:
-        """Send the request upstream and relay the answer; (response, bytes sent, captured)."""
+        self, request: web.Request, protocol: str, body: Body, hold: Hold, outcome: Outcome
+    ) -> web.StreamResponse:
+        """Send the request upstream and relay the answer."""
         headers = _forwardable(request.headers.items())
         peer = request.remote or ""
         forwarded = request.headers.get("X-Forwarded-For")
         headers.append(("X-Forwarded-For", f"{forwarded}, {peer}" if forwarded else peer))
         upstream: Response | None = None
         try:
-            async with asyncio.timeout(self.timeout):
-                upstream = await self.upstream.request(
-                    request.method, request.rel_url.raw_path_qs, headers, body
-                )
-                length = upstream.content_length
-                if length is not None and length <= self.settings.max_capture_bytes:
-                    # Small answers with a known length: read whole, send in one write.
-                    payload = await upstream.read()
-                    response = web.Response(status=upstream.status, body=payload)
-                    response.headers.extend(_forwardable(upstream.headers))
-                    return response, len(payload), payload if capture else None
-        except TimeoutError:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    upstream = await self.upstream.request(
+                        request.method, request.rel_url.raw_path_qs, headers, body
+                    )
+                    outcome.status = upstream.status
+                    length = upstream.content_length
+                    if (
+                        length is not None
+                        and length <= self.settings.max_capture_bytes
+                        and hold.try_take(length)
+                    ):
+                        # Small answers with a known length: read whole, send in one write.
+                        payload = await upstream.read()
+                        outcome.sent = len(payload)
+                        outcome.exchange = self._capture(protocol, body, request, upstream, payload)
+                        return self._relayed(request, upstream, payload)
+            except TimeoutError:
+                metrics.UPSTREAM_ERRORS.labels(self.model, "timeout").inc()
+                outcome.status = 504
+                return web.Response(status=504, text="model server timed out")
+            except UpstreamError as err:
+                metrics.UPSTREAM_ERRORS.labels(self.model, "connect").inc()
+                outcome.status = 502
+                return web.Response(status=502, text=f"model server unreachable: {err}")
+            return await self._stream(request, protocol, body, upstream, hold, outcome)
+        finally:
             if upstream is not None:
-                upstream.abort()  # the answer may still come: the connection is unusable
-            metrics.UPSTREAM_ERRORS.labels(self.model, "timeout").inc()
-            return web.Response(status=504, text="model server timed out"), 0, None
-        except UpstreamError as err:
-            metrics.UPSTREAM_ERRORS.labels(self.model, "connect").inc()
-            return web.Response(status=502, text=f"model server unreachable: {err}"), 0, None
-        return await self._stream(request, upstream, capture)
+                upstream.abort()  # closes the connection unless the answer was read whole
+
+    def _relayed(self, request: web.Request, upstream: Response, payload: bytes) -> web.Response:
+        headers = CIMultiDict(_forwardable(upstream.headers))
+        if request.method == "HEAD" and upstream.declared_length is not None:
+            # No body follows a HEAD answer, but its Content-Length is the GET answer's.
+            headers["Content-Length"] = str(upstream.declared_length)
+        return web.Response(
+            status=upstream.status, reason=upstream.reason or None, body=payload, headers=headers
+        )
+
+    def _capture(
+        self,
+        protocol: str,
+        body: Body,
+        request: web.Request,
+        upstream: Response,
+        payload: bytes | None,
+    ) -> Exchange | None:
+        """The exchange for the drift worker, when drift is on and the body is small enough;
+        `payload` is None when the answer was too large to keep."""
+        if self.drift is None or protocol == "other":
+            return None
+        if len(body) > self.settings.max_capture_bytes:
+            self.drift.drop("too_large")
+            return None
+        return Exchange(
+            protocol,
+            upstream.status,
+            body,
+            payload,
+            request_json_length=request.headers.get(BINARY_HEADER),
+            response_json_length=_header(upstream.headers, BINARY_HEADER),
+        )
 
     async def _stream(
-        self, request: web.Request, upstream: Response, capture: bool
-    ) -> tuple[web.StreamResponse, int, bytes | None]:
-        response = web.StreamResponse(status=upstream.status)
+        self,
+        request: web.Request,
+        protocol: str,
+        body: Body,
+        upstream: Response,
+        hold: Hold,
+        outcome: Outcome,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason or None)
         response.headers.extend(_forwardable(upstream.headers))
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
-        await response.prepare(request)
-        sent = 0
+        capture = self.drift is not None and protocol != "other"
         kept: list[bytes] | None = [] if capture else None
         chunks = upstream.iter_chunks()
+        await response.prepare(request)
         try:
             while True:
                 try:
@@ -181,17 +374,25 @@ class Proxy:
                 except StopAsyncIteration:
                     break
                 await response.write(chunk)
-                sent += len(chunk)
+                outcome.sent += len(chunk)
                 if kept is not None:
-                    kept.append(chunk)
-                    if sent > self.settings.max_capture_bytes:
+                    fits = outcome.sent <= self.settings.max_capture_bytes
+                    if fits and hold.try_take(len(chunk)):
+                        kept.append(chunk)
+                    else:
                         kept = None  # too large to analyse; it still passes through
         except (UpstreamError, TimeoutError):
             # Headers are already out: all that is left is to cut the connection short.
             metrics.UPSTREAM_ERRORS.labels(self.model, "broken").inc()
-            upstream.abort()
             if request.transport is not None:
                 request.transport.close()
-            return response, sent, None
+            return response
         await response.write_eof()
-        return response, sent, b"".join(kept) if kept is not None else None
+        payload = b"".join(kept) if kept is not None else None
+        outcome.exchange = self._capture(protocol, body, request, upstream, payload)
+        return response
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str | None:
+    lowered = name.lower()
+    return next((v for k, v in headers if k.lower() == lowered), None)

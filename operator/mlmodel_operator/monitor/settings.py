@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from mlmodel_operator.api import SIDECAR_METRICS_PORT, SIDECAR_PROXY_PORT, DriftSettings
 
@@ -26,10 +26,38 @@ class MonitorSettings(BaseModel):
     metrics_port: int = SIDECAR_METRICS_PORT
     performance_tracking: bool = True
     drift: DriftSettings | None = None  # None: drift detection inactive
-    # Requests larger than this are refused with 413 before they reach the model server.
+    # Requests larger than this are refused with 413; one that declares a larger Content-Length
+    # is refused before any of its body is read.
     max_body_bytes: int = 64 * 2**20
-    # Responses up to this size are kept for output drift; larger ones only pass through.
+    # Request and response bodies the proxy holds in memory at once, across all connections. A
+    # request whose body does not fit waits for room (within body_timeout_seconds, else 503);
+    # a large response that does not fit is streamed instead of read whole.
+    max_buffered_bytes: int = 96 * 2**20
+    # Bodies up to this size are analysed for drift (requests and responses); larger ones only
+    # pass through.
     max_capture_bytes: int = 4 * 2**20
-    upstream_timeout_seconds: float = 300.0
-    # Payloads waiting for the drift worker; more are dropped (and counted), never waited for.
+    # Payloads waiting for the drift worker, in bytes and in count; beyond either, payloads are
+    # dropped (and counted), never waited for.
+    queue_bytes: int = 32 * 2**20
     queue_size: int = 1000
+    upstream_timeout_seconds: float = 300.0
+    # A request body not received in full within this time is answered 408 and its connection
+    # closed: a client that stops sending cannot hold a connection and its buffer.
+    body_timeout_seconds: float = 60.0
+    # Client connections served at once; beyond this a new connection gets 503 and is closed.
+    max_connections: int = 1024
+    # An idle keep-alive connection from a client is closed after this long.
+    keepalive_timeout_seconds: float = 75.0
+    # Limits of the HTTP parser for client requests, at least those of the model servers
+    # (uvicorn and Triton accept 1,000+ headers and request lines over 8 KiB). A request over
+    # them is answered 400 and counted. A request head can hold up to max_headers *
+    # max_header_field_bytes (32 MiB by default), times max_connections at worst.
+    max_request_line_bytes: int = 64 * 2**10
+    max_header_field_bytes: int = 16 * 2**10
+    max_headers: int = 2048
+
+    @model_validator(mode="after")
+    def _a_body_fits_the_buffer(self) -> MonitorSettings:
+        if self.max_body_bytes > self.max_buffered_bytes:
+            raise ValueError("max_body_bytes must not exceed max_buffered_bytes")
+        return self

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 PSI_BINS = 10
 PSI_EPSILON = 1e-4  # keeps empty bins from making PSI infinite
@@ -115,5 +115,14 @@ def categorical_test(
     distance = float(0.5 * np.abs(shares[0] - shares[1]).sum())
     if len(categories) < 2:
         return distance, 1.0
-    p_value = float(stats.chi2_contingency(table, correction=False).pvalue)
-    return distance, p_value
+    return distance, chi2_pvalue(table)
+
+
+def chi2_pvalue(table: np.ndarray) -> float:
+    """The p-value of Pearson's chi-squared test of independence of a contingency table with no
+    empty row or column, equal to scipy.stats.chi2_contingency(table, correction=False)'s.
+    Written out because importing scipy.stats costs the sidecar about 45 MiB of memory."""
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    statistic = float(((table - expected) ** 2 / expected).sum())
+    dof = (table.shape[0] - 1) * (table.shape[1] - 1)
+    return float(special.chdtrc(dof, statistic))

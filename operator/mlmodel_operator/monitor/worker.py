@@ -1,6 +1,11 @@
 """The drift worker: a background thread that reads payloads, fills the detector's windows and
-runs the checks, so that none of it happens on the request path. The proxy hands it payloads
-with a non-blocking put; when it falls behind, payloads are dropped and counted."""
+runs the checks, so that none of it happens on the request path.
+
+The proxy hands it payloads without ever waiting: what waits is bounded in count and in bytes,
+and beyond either bound payloads are dropped and counted. No payload and no reference can stop
+the thread: a failure is logged with its traceback (once per kind), counted, and the thread
+goes on. Its heartbeat metric shows it is alive and not stuck, for an alert to watch.
+"""
 
 from __future__ import annotations
 
@@ -8,44 +13,113 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 
 from mlmodel_operator.api import DriftSettings
 from mlmodel_operator.monitor import metrics
-from mlmodel_operator.monitor.drift import DriftDetector
-from mlmodel_operator.monitor.payloads import UnreadablePayload, parse
+from mlmodel_operator.monitor.drift import CheckResult, DriftDetector
+from mlmodel_operator.monitor.payloads import Exchange, UnreadablePayload, parse
 from mlmodel_operator.monitor.reference import ReferenceUnavailable, load_reference
 
 log = logging.getLogger(__name__)
-# protocol, response status, request body, response body
-Payload = tuple[str, int, bytes, bytes | None]
+POLL_SECONDS = 1.0  # the longest the thread waits for a payload: its heartbeat's period
 
 
 class DriftWorker:
-    def __init__(self, model: str, settings: DriftSettings, queue_size: int = 1000) -> None:
+    def __init__(
+        self,
+        model: str,
+        settings: DriftSettings,
+        queue_size: int = 1000,
+        queue_bytes: int = 32 * 2**20,
+    ) -> None:
         self.model = model
         self.settings = settings
-        self.queue: queue.Queue[Payload | None] = queue.Queue(maxsize=queue_size)
+        self.queue: queue.Queue[Exchange] = queue.Queue(maxsize=queue_size)
+        self.queue_bytes = queue_bytes
         self.detector: DriftDetector | None = None
         self.source = "uri" if settings.reference_uri else "live"
+        self._queued_bytes = 0
+        self._queued_gauge = metrics.DRIFT_QUEUED_BYTES.labels(model)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._logged_failures: set[tuple[str, str]] = set()
+        self._drifted = False
         self._thread = threading.Thread(target=self._run, name="drift-worker", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        self.queue.put(None)
-        self._thread.join(timeout=5)
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
-    def submit(
-        self, protocol: str, status: int, request_body: bytes, response_body: bytes | None
-    ) -> None:
+    def stop(self) -> None:
+        """Never blocks for long: the thread sees the flag within POLL_SECONDS, whatever is
+        queued, and a thread stuck in a check is left behind (it is a daemon)."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2 * POLL_SECONDS)
+
+    def submit(self, exchange: Exchange) -> None:
         """Called on the request path: never blocks."""
+        size = exchange.size
+        with self._lock:
+            if self._queued_bytes + size > self.queue_bytes:
+                self.drop("queue_full")
+                return
+            self._queued_bytes += size
         try:
-            self.queue.put_nowait((protocol, status, request_body, response_body))
+            self.queue.put_nowait(exchange)
         except queue.Full:
-            metrics.DROPPED_PAYLOADS.labels(self.model).inc()
+            self._dequeued(size)
+            self.drop("queue_full")
+            return
+        self._queued_gauge.set(self._queued_bytes)
+
+    def drop(self, reason: str) -> None:
+        metrics.DROPPED_PAYLOADS.labels(self.model, reason).inc()
+
+    def _dequeued(self, size: int) -> None:
+        with self._lock:
+            self._queued_bytes -= size
+        self._queued_gauge.set(self._queued_bytes)
 
     # --- the thread --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        retry_at = 0.0
+        heartbeat = metrics.DRIFT_WORKER_HEARTBEAT.labels(self.model)
+        while not self._stopping.is_set():
+            heartbeat.set(time.time())
+            due_to_load = self.detector is None and time.monotonic() >= retry_at
+            if due_to_load and not self._guarded("reference", self._load_detector):
+                metrics.DRIFT_REFERENCE_AVAILABLE.labels(self.model, self.source).set(0)
+                retry_at = time.monotonic() + self.settings.check_interval_seconds
+            try:
+                exchange: Exchange | None = self.queue.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                exchange = None
+            if exchange is not None:
+                self._dequeued(exchange.size)
+                if self.detector is not None:
+                    self._guarded("ingest", self._ingest, exchange)
+            if self.detector is not None and self.detector.due():
+                self._guarded("check", self._check)
+
+    def _guarded(self, stage: str, step: Callable[..., bool | None], *args: object) -> bool:
+        """Run one step; False when it failed. Any failure is logged and counted, never raised:
+        the thread must outlive every payload and every reference."""
+        try:
+            return step(*args) is not False
+        except Exception as err:
+            metrics.DRIFT_WORKER_ERRORS.labels(self.model, stage).inc()
+            kind = (stage, type(err).__name__)
+            if kind in self._logged_failures:
+                log.debug("drift %s failed again: %r", stage, err)
+            else:
+                self._logged_failures.add(kind)
+                log.exception("drift %s failed (logged once per kind; the worker goes on)", stage)
+            return False
 
     def _load_detector(self) -> bool:
         reference = None
@@ -53,7 +127,6 @@ class DriftWorker:
             try:
                 reference = load_reference(self.settings.reference_uri)
             except ReferenceUnavailable as err:
-                metrics.DRIFT_REFERENCE_AVAILABLE.labels(self.model, self.source).set(0)
                 log.warning("drift: reference unavailable: %s (retrying)", err)
                 return False
         self.detector = DriftDetector(self.settings, reference)
@@ -62,33 +135,14 @@ class DriftWorker:
             log.info("drift: no reference_uri; the first window of live traffic is the reference")
         return True
 
-    def _run(self) -> None:
-        retry_at = 0.0
-        while True:
-            due_to_load = self.detector is None and time.monotonic() >= retry_at
-            if due_to_load and not self._load_detector():
-                retry_at = time.monotonic() + self.settings.check_interval_seconds
-            try:
-                item = self.queue.get(timeout=1.0)
-            except queue.Empty:
-                item = ()  # type: ignore[assignment]
-            if item is None:
-                return
-            if item and self.detector is not None:
-                self._ingest(*item)
-            if self.detector is not None and self.detector.due():
-                self._check()
-
-    def _ingest(
-        self, protocol: str, status: int, request_body: bytes, response_body: bytes | None
-    ) -> None:
+    def _ingest(self, exchange: Exchange) -> None:
         assert self.detector is not None
         try:
-            inputs, outputs = parse(protocol, request_body, response_body)
+            inputs, outputs = parse(exchange)
         except UnreadablePayload:
-            metrics.UNREADABLE_PAYLOADS.labels(self.model, protocol).inc()
+            metrics.UNREADABLE_PAYLOADS.labels(self.model, exchange.protocol).inc()
             return
-        if status != 200:
+        if exchange.status != 200:
             return  # a request the model refused says nothing about the data it serves
         before = dict(self.detector.rejected)
         self.detector.add("input", inputs)
@@ -114,6 +168,14 @@ class DriftWorker:
             )
         metrics.DRIFT_DETECTED.labels(self.model).set(int(result.drifted))
         metrics.DRIFT_LAST_CHECK.labels(self.model).set(result.checked_at)
-        if result.drifted:
+        self._log_transition(result)
+
+    def _log_transition(self, result: CheckResult) -> None:
+        """Checks come every window: the log says when the verdict changes, not each time."""
+        if result.drifted and not self._drifted:
             drifted = [f"{f.direction}:{f.feature}" for f in result.features if f.drifted]
             log.warning("drift detected in %s", ", ".join(drifted))
+        elif self._drifted and not result.drifted and result.features:
+            log.info("drift no longer detected")
+        if result.features:
+            self._drifted = result.drifted
