@@ -52,9 +52,10 @@ test: venv binaries system-packages lint ## the whole suite: unit, integration a
 manifests: binaries ## render manifests/install.yaml from the chart (pinned helm)
 	bash hack/render-manifests.sh
 
-bench: venv ## benchmarks: sidecar added latency, drift check vs scipy (prints ratios)
+bench: venv ## benchmarks: sidecar added latency and abuse run, drift check vs scipy (prints ratios)
 	$(BIN)/python bench/drift_check.py
 	$(BIN)/python bench/sidecar_latency.py
+	$(BIN)/python bench/sidecar_abuse.py
 
 demo: venv binaries ## control plane, CRD and operator; the founding manifest applied and shown Ready
 	@bash hack/demo.sh

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from monitor_procs import MODEL, raw_exchange, read_answer, v2_body
 from sklearn.datasets import load_iris
+
+from monitor_procs import MODEL, raw_exchange, read_answer, v2_body
 
 INFER = f"/v2/models/{MODEL}/infer"
 FEATURES, _ = load_iris(return_X_y=True)

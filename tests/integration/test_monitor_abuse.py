@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
 from abuse_requests import (
     BAD_PAYLOADS,
     FEATURES,
@@ -24,6 +25,7 @@ from abuse_requests import (
     request,
     stalled_upload,
 )
+from kube_helpers import wait_until
 from monitor_procs import (
     MODEL,
     metric,
@@ -34,8 +36,6 @@ from monitor_procs import (
     start_sidecar,
     v2_body,
 )
-
-from kube_helpers import wait_until
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 import pytest
 from aiohttp import web
+from sklearn.datasets import load_iris
+
+from kube_helpers import wait_until
 from monitor_procs import (
     MODEL,
     metric,
@@ -27,9 +30,6 @@ from monitor_procs import (
     v1_body,
     v2_body,
 )
-from sklearn.datasets import load_iris
-
-from kube_helpers import wait_until
 from procs import Server, free_port, http_status
 
 

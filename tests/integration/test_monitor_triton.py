@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from monitor_procs import MODEL, metric, model_server, start_sidecar
 from sklearn.datasets import load_iris
 
 from kube_helpers import wait_until
+from monitor_procs import MODEL, metric, model_server, start_sidecar
 
 FEATURES, _ = load_iris(return_X_y=True)
 ROWS = 60  # the window: each request fills it, so each makes a check due

@@ -136,7 +136,12 @@ def test_with_prometheus_operator_a_service_monitor_and_rules_are_created(
         what="the PrometheusRule",
     )
     alerts = {r["alert"] for r in rule["spec"]["groups"][0]["rules"]}
-    assert alerts == {"MLModelDriftDetected", "MLModelHighLatency", "MLModelHighErrorRatio"}
+    assert alerts == {
+        "MLModelDriftDetected",
+        "MLModelDriftWorkerStalled",
+        "MLModelHighLatency",
+        "MLModelHighErrorRatio",
+    }
     condition = wait_until(
         lambda: (
             (c := monitoring_condition(custom, namespace)).get("reason") == "ServiceMonitorReady"
