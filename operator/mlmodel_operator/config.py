@@ -16,6 +16,17 @@ ENV_PREFIX = "MLMODEL_"
 DEFAULT_IMAGE = f"ghcr.io/mlmodel-operator/mlmodel-operator:{__version__}"
 
 
+# One or more label pairs, k=v[,k=v]: a label key (with an optional DNS prefix) and a label value.
+_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_LABEL = rf"([a-z0-9.-]+/)?{_NAME}=({_NAME})?"
+_LABELS = f"^{_LABEL}(,{_LABEL})*$"
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """`k=v,k2=v2` (as checked by _LABELS) as a mapping."""
+    return dict(item.split("=", 1) for item in text.split(","))
+
+
 class OperatorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -31,6 +42,22 @@ class OperatorConfig(BaseModel):
     # Longer than the model server's startup probe budget (builders/deployment.py): a large model
     # still loading is not yet a stalled rollout.
     progress_deadline_seconds: int = Field(1200, ge=10, description="Deployment progress deadline")
+    network_policy: bool = Field(
+        False,
+        description="a NetworkPolicy per model: only labelled clients reach the model port, only "
+        "the scraper's namespaces the metrics port (enforced only by a CNI that implements it)",
+    )
+    network_policy_clients: str = Field(
+        "machine-learning.org/model-client=true",
+        pattern=_LABELS,
+        description="labels (k=v[,k=v]) of namespaces, or of pods in the model's namespace, that "
+        "may call models",
+    )
+    network_policy_scrapers: str = Field(
+        "kubernetes.io/metadata.name=monitoring",
+        pattern=_LABELS,
+        description="labels (k=v[,k=v]) of the namespaces whose pods may scrape model metrics",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus metrics; 0 disables")
     health_port: int = Field(8081, ge=0, le=65535, description="liveness endpoint; 0 disables")

@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from mlmodel_operator import api, config, kube, peering
-from mlmodel_operator.builders import BuildSettings
+from mlmodel_operator.builders import BuildSettings, NetworkPolicySettings
 from mlmodel_operator.builders.meta import INSTANCE_LABEL, MANAGED_BY_LABEL, OPERATOR_NAME
 from mlmodel_operator.reconcile import Reconciler, reconcile_once
 from mlmodel_operator.resync import resync_forever
@@ -55,6 +55,12 @@ def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         runtimes=load_catalog(cfg.runtime_catalog),
         monitor_image=cfg.monitor_image,
         progress_deadline_seconds=cfg.progress_deadline_seconds,
+        network_policy=NetworkPolicySettings(
+            clients=config.parse_labels(cfg.network_policy_clients),
+            scrapers=config.parse_labels(cfg.network_policy_scrapers),
+        )
+        if cfg.network_policy
+        else None,
     )
     client = kube.configure(cfg.api_qps, cfg.api_burst)
     _reconciler = Reconciler(partial(reconcile_once, client, build))

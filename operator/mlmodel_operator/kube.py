@@ -42,6 +42,7 @@ _PLURALS = {
     api.KIND: api.PLURAL,
     "ServiceMonitor": "servicemonitors",
     "PrometheusRule": "prometheusrules",
+    "NetworkPolicy": "networkpolicies",
 }
 
 log = logging.getLogger(__name__)

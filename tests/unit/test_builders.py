@@ -8,7 +8,13 @@ import pytest
 
 from cases import founding_manifest
 from mlmodel_operator import api
-from mlmodel_operator.builders import BuildSettings, Owner, build_children
+from mlmodel_operator.builders import (
+    BuildSettings,
+    NetworkPolicySettings,
+    ObjectRef,
+    Owner,
+    build_children,
+)
 from mlmodel_operator.builders.deployment import model_location, no_model_note
 from mlmodel_operator.runtimes import DEFAULT_RUNTIMES, load_catalog, runtime_for
 
@@ -210,7 +216,10 @@ def test_monitoring_off_means_no_sidecar_and_configmap_absent() -> None:
     built = build_children(OWNER, s, SETTINGS)
     kinds = [obj["kind"] for obj in built.apply]
     assert kinds == ["Deployment", "Service"]
-    assert [(r.kind, r.name) for r in built.absent] == [("ConfigMap", "m-monitor")]
+    assert [(r.kind, r.name) for r in built.absent] == [
+        ("ConfigMap", "m-monitor"),
+        ("NetworkPolicy", "m"),  # the option is off
+    ]
     deployment = built.apply[0]
     assert [c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]] == [
         "model-server"
@@ -261,7 +270,7 @@ def test_prometheus_operator_objects_only_where_the_api_exists() -> None:
         monitoring={"performance_tracking": "disabled", "drift_detection": "inactive"},
     )
     absent = {r.kind for r in build_children(OWNER, quiet, with_operator).absent}
-    assert absent == {"ConfigMap", "ServiceMonitor", "PrometheusRule"}
+    assert absent == {"ConfigMap", "ServiceMonitor", "PrometheusRule", "NetworkPolicy"}
 
 
 def test_alert_rules_follow_the_spec() -> None:
@@ -374,3 +383,56 @@ def test_cpu_request_defaults_to_two_per_gpu(resources: dict[str, Any], cpu: str
     ]["template"]["spec"]["containers"][0]
     assert server["resources"]["requests"].get("cpu") == cpu
     assert "cpu" not in server["resources"]["limits"]
+
+
+NETWORK_POLICY = NetworkPolicySettings(
+    clients={"machine-learning.org/model-client": "true"},
+    scrapers={"kubernetes.io/metadata.name": "monitoring"},
+)
+
+
+@pytest.mark.parametrize(
+    ("fields", "ports"),
+    [
+        # The sidecar's ports: the model server is reached only through it, on loopback.
+        ({"model_type": "sklearn"}, ["http", "metrics"]),
+        (
+            {"model_type": "onnx", "monitoring": {"performance_tracking": "disabled"}},
+            ["model-http", "model-metrics"],
+        ),
+        (
+            {
+                "model_type": "custom",
+                "image": "ghcr.io/acme/m:1",
+                "monitoring": {"performance_tracking": "disabled"},
+            },
+            ["model-http"],
+        ),
+    ],
+)
+def test_network_policy_opens_what_the_service_serves(
+    fields: dict[str, Any], ports: list[str]
+) -> None:
+    settings = BuildSettings(
+        runtimes=dict(DEFAULT_RUNTIMES), monitor_image="monitor:1", network_policy=NETWORK_POLICY
+    )
+    built = {o["kind"]: o for o in build_children(OWNER, spec(**fields), settings).apply}
+    policy = built["NetworkPolicy"]
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert policy["spec"]["podSelector"] == built["Deployment"]["spec"]["selector"]
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    service_targets = [p["targetPort"] for p in built["Service"]["spec"]["ports"]]
+    opened = [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+    assert opened == ports == service_targets
+    clients, *scrapers = policy["spec"]["ingress"]
+    assert clients["from"] == [
+        {"namespaceSelector": {"matchLabels": NETWORK_POLICY.clients}},
+        {"podSelector": {"matchLabels": NETWORK_POLICY.clients}},
+    ]
+    for rule in scrapers:
+        assert rule["from"] == [{"namespaceSelector": {"matchLabels": NETWORK_POLICY.scrapers}}]
+
+
+def test_without_the_option_a_network_policy_is_removed() -> None:
+    absent = build_children(OWNER, founding(), SETTINGS).absent
+    assert ObjectRef("networking.k8s.io/v1", "NetworkPolicy", "ns", "m") in absent

@@ -243,3 +243,18 @@ def test_bad_values_are_refused_by_the_schema(value: str, message: str) -> None:
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert message in result.stderr
+
+
+def test_network_policy_value_reaches_the_operator_and_its_rbac() -> None:
+    assert not [a for a in container(render())["args"] if a.startswith("--network-policy")]
+    args = container(
+        render("--set", "networkPolicy.enabled=true", "--set", "networkPolicy.clients=team=ml")
+    )["args"]
+    assert "--network-policy=true" in args
+    assert "--network-policy-clients=team=ml" in args
+    assert "--network-policy-scrapers=kubernetes.io/metadata.name=monitoring" in args
+    # Granted either way: policies made while it was on are removed once it is off.
+    granted = rules(one(render(), "ClusterRole"))
+    verbs = {t[2] for t in granted if t[:2] == ("networking.k8s.io", "networkpolicies")}
+    assert verbs == {"get", "create", "patch", "delete"}
+    assert template("--set", "networkPolicy.clients=no label", check=False).returncode != 0

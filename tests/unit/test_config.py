@@ -22,3 +22,22 @@ def test_logs_are_json_lines() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "it's %s", ("done",), None)
     entry = json.loads(JsonFormatter().format(record))
     assert entry["message"] == "it's done" and entry["level"] == "INFO" and entry["logger"] == "x"
+
+
+def test_network_policy_labels_are_checked_and_parsed() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from mlmodel_operator import config
+
+    cfg = config.parse_args(
+        ["--network-policy=true", "--network-policy-clients=team=ml,example.com/tier=gold"], {}
+    )
+    assert cfg.network_policy is True
+    assert config.parse_labels(cfg.network_policy_clients) == {
+        "team": "ml",
+        "example.com/tier": "gold",
+    }
+    for bad in ("team", "team=ml,", "two words=x", "=x"):
+        with pytest.raises(ValidationError, match="network_policy_clients"):
+            config.parse_args([f"--network-policy-clients={bad}"], {})

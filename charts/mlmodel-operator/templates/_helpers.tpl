@@ -83,6 +83,11 @@ Server-side apply of an object that does not exist yet needs create as well as p
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+- apiGroups: ["networking.k8s.io"]
+  # Applied with --network-policy, and removed when it is turned off (a policy left behind
+  # would go on blocking traffic), so granted either way.
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch", "delete"]
 {{- if .Values.rbac.prometheusOperator }}
 - apiGroups: ["monitoring.coreos.com"]
   # Applied and removed with the model's monitoring when the cluster serves these kinds.

@@ -16,12 +16,20 @@ from mlmodel_operator.builders.monitor import (
     monitor_enabled,
     monitor_settings,
 )
+from mlmodel_operator.builders.network_policy import NetworkPolicySettings, build_network_policy
 from mlmodel_operator.builders.prometheus import build_prometheus_rule, build_service_monitor
 from mlmodel_operator.builders.service import build_service
 from mlmodel_operator.hashing import content_hash
 from mlmodel_operator.runtimes import Runtime, runtime_for
 
-__all__ = ["BuildSettings", "Children", "ObjectRef", "Owner", "build_children"]
+__all__ = [
+    "BuildSettings",
+    "Children",
+    "NetworkPolicySettings",
+    "ObjectRef",
+    "Owner",
+    "build_children",
+]
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,8 @@ class BuildSettings:
     progress_deadline_seconds: int = 1200
     # Whether the cluster serves monitoring.coreos.com/v1 (ServiceMonitor, PrometheusRule).
     prometheus_operator: bool = False
+    # A NetworkPolicy per model when set (--network-policy).
+    network_policy: NetworkPolicySettings | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +88,15 @@ def build_children(
             progress_deadline_seconds=settings.progress_deadline_seconds,
         )
     )
-    children.append(build_service(owner, spec, runtime, monitored=monitor is not None))
+    service = build_service(owner, spec, runtime, monitored=monitor is not None)
+    children.append(service)
+    if settings.network_policy is not None:
+        children.append(build_network_policy(owner, spec, service, settings.network_policy))
+    else:
+        # Turned off: a policy made while it was on would go on blocking traffic.
+        absent.append(
+            ObjectRef("networking.k8s.io/v1", "NetworkPolicy", owner.namespace, owner.name)
+        )
     if settings.prometheus_operator:
         prometheus = [build_service_monitor(owner, spec), build_prometheus_rule(owner, spec)]
         if monitor is not None:
