@@ -75,6 +75,15 @@ class Models:
         ).items
         return [e.reason for e in sorted(events, key=lambda e: e.metadata.creation_timestamp)]
 
+    def event_counts(self, name: str = NAME) -> dict[str, int]:
+        """How often each reason was reported: a repeated reason updates its Event's count."""
+        counts: dict[str, int] = {}
+        for event in self.core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name}"
+        ).items:
+            counts[event.reason] = counts.get(event.reason, 0) + (event.count or 1)
+        return counts
+
 
 def reconciles_run() -> float:
     """Reconciles the in-process operator has finished, by its own metric."""

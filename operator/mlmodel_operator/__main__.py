@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config.set_current(cfg)
     logs.configure(cfg.log_level)
     try:
+        # The one API client of the process, handed to the handlers through kopf's memo.
         client = startup.check(cfg)
     except startup.StartupError as err:
         return _fail(str(err))
@@ -76,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         clusterwide=not cfg.namespaces,
         namespaces=cfg.namespaces,
         liveness_endpoint=f"http://0.0.0.0:{cfg.health_port}/healthz" if cfg.health_port else None,
+        memo=kopf.Memo(kube=client),
         **peer_options,
     )
     return 0

@@ -1,54 +1,90 @@
-"""kopf registrations only: every handler hands the resource to the one reconcile.
+"""kopf registrations only. kopf serves as the operator's informer: its watches feed the cache
+(index handlers) and say which resource to reconcile (event handlers); the reconciles run in the
+operator's own work queue.
 
-The handlers are synchronous, so kopf runs them in its thread pool and the blocking API client
-never stalls the event loop.
+Why index handlers feed the cache: kopf runs no other handler until every indexed kind has been
+listed and indexed, so the first reconcile after a start already sees every child and pod, and
+does not mistake a child not yet listed for a missing one. Why event handlers (not kopf's
+create/update handlers) trigger the reconciles: they keep no state in the objects, so kopf
+writes nothing to the API server, and their retries are the work queue's.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
 
-from mlmodel_operator import api, config, kube, peering
+from mlmodel_operator import api, config, kube, metrics, peering
 from mlmodel_operator.builders import BuildSettings, NetworkPolicySettings
-from mlmodel_operator.builders.meta import INSTANCE_LABEL, MANAGED_BY_LABEL, OPERATOR_NAME
-from mlmodel_operator.reconcile import Reconciler, reconcile_once
+from mlmodel_operator.builders.meta import (
+    INSTANCE_LABEL,
+    MANAGED_BY_LABEL,
+    MONITOR_CONFIG_SUFFIX,
+    OPERATOR_NAME,
+)
+from mlmodel_operator.builders.prometheus import PROMETHEUS_API
+from mlmodel_operator.cache import PROMETHEUS_CRDS, Cache, is_ours
+from mlmodel_operator.events import EventRecorder
+from mlmodel_operator.reconcile import Context, Reconciler
 from mlmodel_operator.resync import resync_forever
 from mlmodel_operator.runtimes import load_catalog
+from mlmodel_operator.workqueue import WorkQueue
 
 MODEL = (api.GROUP, api.VERSION, api.PLURAL)
-CHILDREN = [("apps", "v1", "deployments"), ("", "v1", "services"), ("", "v1", "configmaps")]
+_PROMETHEUS_GROUP, _PROMETHEUS_VERSION = PROMETHEUS_API.split("/")
+# Every object of these kinds is cached, the operator's own in full and others by name and
+# controller: a name a child needs may be taken by an object the operator must not take over.
+CHILDREN = [
+    ("apps", "v1", "deployments"),
+    ("", "v1", "services"),
+    ("", "v1", "configmaps"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
+    # Watched once the cluster serves them (kopf notices CRDs coming).
+    (_PROMETHEUS_GROUP, _PROMETHEUS_VERSION, "servicemonitors"),
+    (_PROMETHEUS_GROUP, _PROMETHEUS_VERSION, "prometheusrules"),
+]
+# Pods carry the instance label but are owned by ReplicaSets; their scheduling verdicts and
+# readiness are what the status reports.
+PODS = ("", "v1", "pods")
+CRDS = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 OURS = {MANAGED_BY_LABEL: OPERATOR_NAME, INSTANCE_LABEL: kopf.PRESENT}
 
-_reconciler: Reconciler | None = None
-_stopping = threading.Event()  # a fresh one each start: a stopped loop stays stopped
+log = logging.getLogger(__name__)
 
 
-def reconciler() -> Reconciler:
-    if _reconciler is None:
+@dataclass
+class Running:
+    """The running operator's parts, made once by `start`."""
+
+    cache: Cache
+    queue: WorkQueue
+    stopping: threading.Event
+
+
+_running: Running | None = None
+
+
+def running() -> Running:
+    if _running is None:
         raise RuntimeError("the operator has not started")
-    return _reconciler
+    return _running
 
 
 @kopf.on.startup()
-def start(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _reconciler, _stopping
+def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    global _running
     cfg = config.current()
     logging.getLogger("mlmodel_operator").setLevel(cfg.log_level)
     if cfg.log_level != "DEBUG":
-        # kopf reports every handler call on every child event at INFO; the operator's own
-        # logs say what changed.
+        # kopf reports every handler call on every event at INFO; the operator's own logs say
+        # what changed.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    settings.execution.max_workers = cfg.workers
     # The operator posts its own, meaningful Events; kopf's per-handler ones would be noise.
     settings.posting.enabled = False
-    # Keep kopf's bookkeeping out of status, which the CRD schema owns.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=api.GROUP)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     build = BuildSettings(
@@ -62,19 +98,22 @@ def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         if cfg.network_policy
         else None,
     )
-    client = kube.configure(cfg.api_qps, cfg.api_burst)
-    _reconciler = Reconciler(partial(reconcile_once, client, build))
-    _stopping = threading.Event()
+    # The entry point made the client; kopf run otherwise (tests, `kopf run`) has none yet.
+    client = memo.get("kube") or kube.configure(cfg.api_qps, cfg.api_burst)
+    cache = Cache()
+    queue = WorkQueue(Reconciler(Context(client, cache, EventRecorder(client), build)), cfg.workers)
+    stopping = threading.Event()
+    _running = Running(cache, queue, stopping)
+    queue.start()
     threading.Thread(
         target=resync_forever,
         name="resync",
         daemon=True,
         kwargs={
-            "kube": client,
-            "namespaces": cfg.namespaces,
+            "cache": cache,
             "interval": cfg.resync_seconds,
-            "stopping": _stopping,
-            "reconcile": _reconcile,
+            "stopping": stopping,
+            "enqueue": queue.add,
             # kopf pauses its own handlers on a standby replica, but not this thread.
             "is_active": lambda namespace: peering.current().active(client, namespace),
         },
@@ -83,37 +122,76 @@ def start(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 @kopf.on.cleanup()
 def stop(**_: Any) -> None:
-    _stopping.set()
-    if _reconciler is not None:
-        _reconciler.close()
+    if _running is not None:
+        _running.stopping.set()
+        _running.queue.stop()
 
 
-def _reconcile(namespace: str, name: str) -> None:
-    # Never raises for a failed run: the Reconciler retries it with backoff, also when the run
-    # was a coalesced one that this caller did not ask for.
-    outcome = reconciler()(namespace, name)
-    if outcome is not None:
-        reconciler().track(namespace, name, outcome != "gone")
+async def _index(body: kopf.Body, **_: Any) -> None:
+    running().cache.observe(dict(body))
 
 
-@kopf.on.resume(*MODEL)
-@kopf.on.create(*MODEL)
-@kopf.on.update(*MODEL)
-def model_changed(namespace: str, name: str, **_: Any) -> None:
-    _reconcile(namespace, name)
+async def _model_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    parts = running()
+    obj = dict(body)
+    if type == "DELETED":
+        parts.cache.forget(obj)
+        metrics.MANAGED_RESOURCES.set(len(parts.cache.models()))
+        return
+    if parts.cache.claim(obj):
+        metrics.MANAGED_RESOURCES.set(len(parts.cache.models()))
+        parts.queue.add((body.metadata.namespace, body.metadata.name))
 
 
-@kopf.on.delete(*MODEL, optional=True)
-def model_deleted(namespace: str, name: str, **_: Any) -> None:
-    reconciler().track(namespace, name, present=False)
+def _owners(parts: Running, body: dict[str, Any]) -> list[tuple[str, str]]:
+    """The models an object concerns: its instance label's, or for another object, the models
+    whose children would take its name."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    if is_ours(body):
+        return [(namespace, meta["labels"][INSTANCE_LABEL])]
+    candidates = {name, name.removesuffix(MONITOR_CONFIG_SUFFIX)}
+    return [(namespace, model) for model in candidates if parts.cache.model(namespace, model)]
 
 
-def _child_event(namespace: str, labels: dict[str, str], **_: Any) -> None:
-    _reconcile(namespace, labels[INSTANCE_LABEL])
+async def _child_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    parts = running()
+    obj = dict(body)
+    if type == "DELETED":
+        parts.cache.forget(obj)
+        for key in _owners(parts, obj):
+            parts.queue.add(key)
+    elif parts.cache.claim(obj):
+        for key in _owners(parts, obj):
+            parts.queue.add(key)
+    # else: nothing the reconcile reads has changed
 
 
+def _prometheus_crd(name: str, body: kopf.Body, **_: Any) -> bool:
+    return name in PROMETHEUS_CRDS
+
+
+async def _index_crd(name: str, body: kopf.Body, **_: Any) -> None:
+    served = any(v.get("name") == "v1" and v.get("served") for v in body["spec"]["versions"])
+    running().cache.observe_prometheus_crd(name, served)
+
+
+async def _crd_event(type: str | None, name: str, **_: Any) -> None:
+    parts = running()
+    if type == "DELETED":
+        parts.cache.observe_prometheus_crd(name, False)
+    if parts.cache.claim_prometheus_change():
+        # Every model's monitoring objects come or go with the Prometheus Operator's API.
+        for key in parts.cache.models():
+            parts.queue.add(key)
+
+
+kopf.index(*MODEL, id="models-cache")(_index)
+kopf.on.event(*MODEL, id="models-event")(_model_event)
 for _group, _version, _plural in CHILDREN:
-    kopf.on.event(_group, _version, _plural, labels=OURS, id=f"{_plural}-event")(_child_event)
-# Pods carry the instance label but are owned by ReplicaSets; their scheduling verdicts and
-# readiness are what the status reports.
-kopf.on.event("", "v1", "pods", labels=OURS, id="pods-event")(_child_event)
+    kopf.index(_group, _version, _plural, id=f"{_plural}-cache")(_index)
+    kopf.on.event(_group, _version, _plural, id=f"{_plural}-event")(_child_event)
+kopf.index(*PODS, labels=OURS, id="pods-cache")(_index)
+kopf.on.event(*PODS, labels=OURS, id="pods-event")(_child_event)
+kopf.index(*CRDS, when=_prometheus_crd, id="crds-cache")(_index_crd)
+kopf.on.event(*CRDS, when=_prometheus_crd, id="crds-event")(_crd_event)

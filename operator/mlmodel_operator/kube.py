@@ -1,9 +1,9 @@
-"""The only module that talks to the API server.
+"""The only module that talks to the API server: a transport and generic verbs.
 
-One apply helper (server-side apply, field manager `mlmodel-operator`, force) that skips the write
-when the live object already matches and never takes over an object it does not control; a delete
-of controlled objects only; reads, status patches and Events; a client-side rate limit. Calls are
-synchronous: kopf runs the handlers that use them in its thread pool.
+Server-side apply (field manager `mlmodel-operator`, force), create, merge patch, status patch
+and delete; GET only where the reconcile needs fresh data (after a conflict, or for peering).
+An optional client-side rate limit, off by default. Calls are synchronous: they run in the
+reconcile threads, never in kopf's event loop.
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ import json
 import logging
 import os
 import re
-import socket
 import threading
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client, config
@@ -24,13 +22,9 @@ from kubernetes.client.exceptions import ApiException
 
 from mlmodel_operator import api, metrics
 from mlmodel_operator.builders import ObjectRef
-from mlmodel_operator.builders.meta import controller_uid
-from mlmodel_operator.hashing import content_hash
 
 FIELD_MANAGER = "mlmodel-operator"
-HASH_ANNOTATION = f"{api.GROUP}/applied-hash"
 REQUEST_TIMEOUT = 30
-API_CACHE_SECONDS = 10.0
 TRANSIENT_STATUSES = {409, 429, 500, 502, 503, 504}
 
 _PLURALS = {
@@ -60,24 +54,6 @@ def resource_path(
     return path
 
 
-def covers(live: Any, desired: Any) -> bool:
-    """Whether every field of `desired` has the same value in `live` (which may hold more: the
-    API server's defaults and other managers' fields). Lists must match item by item."""
-    if isinstance(desired, dict):
-        # The API server drops empty lists and maps, so an empty desired value matches absence.
-        return isinstance(live, dict) and all(
-            covers(live[key], value) if key in live else value in ([], {})
-            for key, value in desired.items()
-        )
-    if isinstance(desired, list):
-        return (
-            isinstance(live, list)
-            and len(live) == len(desired)
-            and all(covers(lv, dv) for lv, dv in zip(live, desired, strict=True))
-        )
-    return live == desired
-
-
 # A UTF-16 surrogate pair as json.dumps escapes a character beyond the Basic Multilingual Plane,
 # not preceded by an escaped backslash (an even run of backslashes is literal text).
 _SURROGATE_PAIR = re.compile(r"(?<!\\)((?:\\\\)*)\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
@@ -96,18 +72,6 @@ def yaml_body(obj: Any) -> bytes:
     `\\U0001f600`. Every other non-ASCII character stays a `\\uXXXX` escape, which both read alike
     (raw, some of them, such as C1 controls, are not printable YAML)."""
     return _SURROGATE_PAIR.sub(_as_yaml_escape, json.dumps(obj)).encode("ascii")
-
-
-class NotControlled(Exception):
-    """A child's name is taken by an object this resource does not control: the operator neither
-    takes it over nor deletes it."""
-
-
-def with_hash(obj: dict[str, Any]) -> dict[str, Any]:
-    """`obj` with an annotation holding the hash of its content: a field dropped from the desired
-    object changes the hash, which `covers` alone would not notice."""
-    annotations = {**obj["metadata"].get("annotations", {}), HASH_ANNOTATION: content_hash(obj)}
-    return {**obj, "metadata": {**obj["metadata"], "annotations": annotations}}
 
 
 class RateLimiter:
@@ -135,8 +99,7 @@ class RateLimiter:
 @dataclass
 class Kube:
     api_client: client.ApiClient
-    limiter: RateLimiter
-    _api_cache: dict[str, tuple[bool, float]] = field(default_factory=dict)
+    limiter: RateLimiter | None = None
 
     def request(
         self,
@@ -147,7 +110,8 @@ class Kube:
         query: list[tuple[str, Any]] | None = None,
         content_type: str = "application/json",
     ) -> Any:
-        self.limiter.acquire()
+        if self.limiter is not None:
+            self.limiter.acquire()
         serialized = self.api_client.param_serialize(
             method,
             path,
@@ -168,8 +132,6 @@ class Kube:
             log.debug("write: %s %s", method, path)
         return json.loads(data) if data else None
 
-    # --- reads ------------------------------------------------------------------------------
-
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return self.request("GET", resource_path(api_version, kind, namespace, name))
@@ -178,93 +140,34 @@ class Kube:
                 return None
             raise
 
-    def list(
-        self, api_version: str, kind: str, namespace: str, label_selector: str
-    ) -> list[dict[str, Any]]:
-        out = self.request(
-            "GET",
-            resource_path(api_version, kind, namespace),
-            query=[("labelSelector", label_selector)],
-        )
-        return out.get("items", [])
-
-    def list_models(self, namespaces: list[str]) -> list[tuple[str, str]]:
-        """(namespace, name) of every MLModelDeployment in `namespaces` (all when empty)."""
-        group = f"/apis/{api.GROUP}/{api.VERSION}"
-        paths = [f"{group}/namespaces/{ns}/{api.PLURAL}" for ns in namespaces] or [
-            f"{group}/{api.PLURAL}"
-        ]
-        out = []
-        for path in paths:
-            for item in self.request("GET", path).get("items", []):
-                out.append((item["metadata"]["namespace"], item["metadata"]["name"]))
-        return out
-
-    def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.get(f"{api.GROUP}/{api.VERSION}", api.KIND, namespace, name)
-
-    def has_api(self, group_version: str) -> bool:
-        """Whether the cluster serves an API group version, e.g. monitoring.coreos.com/v1."""
-        try:
-            self.request("GET", f"/apis/{group_version}")
-            return True
-        except ApiException as err:
-            if err.status == 404:
-                return False
-            raise
-
-    def has_api_cached(self, group_version: str) -> bool:
-        """has_api, remembered for API_CACHE_SECONDS: reconciles run often, CRDs come rarely."""
-        now = time.monotonic()
-        cached = self._api_cache.get(group_version)
-        if cached is None or now - cached[1] > API_CACHE_SECONDS:
-            cached = (self.has_api(group_version), now)
-            self._api_cache[group_version] = cached
-        return cached[0]
-
-    # --- writes -----------------------------------------------------------------------------
-
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply `obj` unless the live object already matches it; the live object.
-
-        Raises NotControlled when an object of that name exists with another controller, or none:
-        it belongs to someone else."""
-        desired = with_hash(obj)
-        meta = desired["metadata"]
-        path = resource_path(
-            desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"]
-        )
-        live = self.get(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
-        if live is not None and controller_uid(live) != controller_uid(desired):
-            raise NotControlled(
-                f"{desired['kind']} {meta['name']} exists and is not controlled by this "
-                f"{api.KIND}: rename or delete it"
-            )
-        if live is not None and covers(live, desired):
-            return live
+        """Server-side apply `obj` (always sent: the caller decides whether it is needed)."""
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
         applied = self.request(
             "PATCH",
             path,
-            body=yaml_body(desired),
+            body=yaml_body(obj),
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
             content_type="application/apply-patch+yaml",
         )
-        log.info("applied %s %s/%s", desired["kind"], meta["namespace"], meta["name"])
+        log.info("applied %s %s/%s", obj["kind"], meta["namespace"], meta["name"])
         return applied
 
-    def delete_controlled(self, ref: ObjectRef, controller: str) -> bool:
-        """Delete the object if the resource with uid `controller` controls it; whether anything
-        was deleted. The preconditions make the API server refuse (409) if the object was
-        replaced or changed since it was read, so a user's object that took the name in between
-        is never deleted; the conflict is retried from a fresh read."""
-        live = self.get(ref.api_version, ref.kind, ref.namespace, ref.name)
-        if live is None or controller_uid(live) != controller:
-            return False
-        meta = live["metadata"]
+    def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", path, body=body)
+
+    def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("PATCH", path, body=body, content_type="application/merge-patch+json")
+
+    def delete(self, ref: ObjectRef, uid: str, resource_version: str) -> bool:
+        """Delete the object if it is still the one with this uid, unchanged since
+        `resource_version`; whether anything was deleted. Otherwise the API server refuses (409):
+        a user's object that took the name in between is never deleted."""
         options = {
             "apiVersion": "v1",
             "kind": "DeleteOptions",
-            "preconditions": {"uid": meta["uid"], "resourceVersion": meta["resourceVersion"]},
+            "preconditions": {"uid": uid, "resourceVersion": resource_version},
         }
         try:
             path = resource_path(ref.api_version, ref.kind, ref.namespace, ref.name)
@@ -275,46 +178,28 @@ class Kube:
                 return False
             raise
 
-    def patch_model_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_model_status(
+        self, namespace: str, name: str, status: dict[str, Any], resource_version: str
+    ) -> dict[str, Any]:
+        """Write the status of the MLModelDeployment as it was at `resource_version`: 409 if it
+        changed since (the status was computed from an older spec)."""
         path = resource_path(f"{api.GROUP}/{api.VERSION}", api.KIND, namespace, name, "status")
-        self.request(
-            "PATCH",
-            path,
-            body={"status": status},
-            content_type="application/merge-patch+json",
-        )
-
-    def post_event(
-        self, involved: dict[str, Any], event_type: str, reason: str, message: str
-    ) -> None:
-        meta = involved["metadata"]
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": involved["apiVersion"],
-                "kind": involved["kind"],
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta["uid"],
-            },
-            "type": event_type,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": FIELD_MANAGER},
-            "reportingComponent": FIELD_MANAGER,
-            "reportingInstance": socket.gethostname(),
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        self.request("POST", resource_path("v1", "Event", meta["namespace"]), body=event)
+        body = {"metadata": {"resourceVersion": resource_version}, "status": status}
+        return self.merge_patch(path, body)
 
 
 def is_transient(err: ApiException) -> bool:
     return err.status in TRANSIENT_STATUSES or err.status == 0
+
+
+def retry_after(err: ApiException) -> float | None:
+    """The seconds the API server asked the client to wait (429 from API Priority and Fairness,
+    503), if it said."""
+    value = (err.headers or {}).get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: rare from the API server; the backoff applies
 
 
 def describe_error(err: ApiException) -> str:
@@ -325,12 +210,10 @@ def describe_error(err: ApiException) -> str:
         return f"{err.status} {err.reason}"
 
 
-_kube: Kube | None = None
-
-
-def configure(qps: float, burst: int) -> Kube:
-    """Connect with the in-cluster ServiceAccount, or else $KUBECONFIG / ~/.kube/config."""
-    global _kube
+def configure(qps: float = 0, burst: int = 0) -> Kube:
+    """Connect with the in-cluster ServiceAccount, or else $KUBECONFIG / ~/.kube/config.
+    `qps` 0 sends requests as they come; otherwise at most `qps` a second, `burst` at once
+    (0: as many as `qps`)."""
     try:
         config.load_incluster_config()
         configuration = client.Configuration.get_default_copy()
@@ -340,11 +223,7 @@ def configure(qps: float, burst: int) -> Kube:
         config.load_kube_config(
             config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
         )
-    _kube = Kube(client.ApiClient(configuration), RateLimiter(qps, burst))
-    return _kube
-
-
-def kube() -> Kube:
-    if _kube is None:
-        raise RuntimeError("kube.configure() has not been called")
-    return _kube
+    # One connection per reconcile thread, and some for the resync and Events.
+    configuration.connection_pool_maxsize = 32
+    limiter = RateLimiter(qps, burst or max(1, round(qps))) if qps > 0 else None
+    return Kube(client.ApiClient(configuration), limiter)

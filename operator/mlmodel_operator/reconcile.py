@@ -1,19 +1,24 @@
-"""The one idempotent reconcile: read the resource, apply its children, write its status.
+"""The one idempotent reconcile: read the resource from the cache, apply its children, write its
+status.
 
-Level-based: create, update, resume, resync and every event of a child call the same function,
-which looks only at the current state, never at what changed. Calls for one resource never run
-at once; a call that arrives during a run makes exactly one more run afterwards. A run that fails
-is retried by the Reconciler itself, with exponential backoff, whoever asked for it: the caller
-of a coalesced call has already returned and cannot retry it.
+Level-based: every trigger (the resource or a child changed, the resync) calls the same function,
+which looks only at the current state, never at what changed. It reads only the cache, so a
+reconcile of an unchanged resource sends nothing at all. The cache may lag behind the API server;
+what keeps that safe:
+
+- applies are server-side and idempotent, so applying against a stale copy is harmless; and a
+  child edited or deleted by hand comes back through the watch as a change, which reconciles;
+- the status is written with the resource's cached resourceVersion as a precondition, so a status
+  computed from an older spec is refused (409) instead of stored; the resource is then read fresh
+  and the reconcile retried;
+- the reconcile's own writes go into the cache at once, so the next one does not repeat them.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,33 +28,41 @@ from pydantic import ValidationError
 from mlmodel_operator import api, metrics
 from mlmodel_operator.builders import BuildSettings, Owner, build_children
 from mlmodel_operator.builders.deployment import no_model_note
-from mlmodel_operator.builders.meta import selector_string
-from mlmodel_operator.builders.monitor import monitor_enabled
-from mlmodel_operator.builders.prometheus import PROMETHEUS_API
+from mlmodel_operator.builders.meta import controller_uid, selector_string
 from mlmodel_operator.builders.service import endpoint
-from mlmodel_operator.kube import Kube, NotControlled, describe_error, is_transient
+from mlmodel_operator.cache import MODEL_KIND, Cache
+from mlmodel_operator.compare import covers, with_hash
+from mlmodel_operator.events import EventRecorder
+from mlmodel_operator.kube import Kube, describe_error, is_transient, retry_after
 from mlmodel_operator.runtimes import runtime_for
-from mlmodel_operator.status import (
-    MonitoringSetup,
-    Observation,
-    compute_status,
-    transition_events,
-)
+from mlmodel_operator.status import Observation, compute_status, transition_events
+from mlmodel_operator.workqueue import Retry
 
 log = logging.getLogger(__name__)
-
-MAX_RETRY_DELAY_SECONDS = 60.0
 
 
 class TransientError(Exception):
     """The API server failed in a way worth retrying (conflict, throttling, 5xx)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class NotControlled(Exception):
+    """A child's name is taken by an object this resource does not control: the operator neither
+    takes it over nor deletes it."""
+
+
+class StaleModel(Exception):
+    """The cached resource is older than the API server's: read it fresh, then retry."""
 
 
 def permanent_error(err: ApiException) -> str:
     """The API server's message for an error worth reporting; an error worth retrying (conflict,
     throttling, 5xx) is raised as TransientError instead."""
     if is_transient(err):
-        raise TransientError(describe_error(err)) from err
+        raise TransientError(describe_error(err), retry_after(err)) from err
     return describe_error(err)
 
 
@@ -65,9 +78,27 @@ def invalid_spec_message(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def reconcile_once(kube: Kube, settings: BuildSettings, namespace: str, name: str) -> str:
+def status_needs_write(previous: dict[str, Any], status: dict[str, Any]) -> bool:
+    """Whether `status` differs from what is stored and may replace it: a status never goes back
+    to an older observedGeneration."""
+    if previous.get("observedGeneration", 0) > status["observedGeneration"]:
+        return False
+    return any(previous.get(key) != value for key, value in status.items())
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a reconcile works with, made once at start-up."""
+
+    kube: Kube
+    cache: Cache
+    events: EventRecorder
+    settings: BuildSettings
+
+
+def reconcile_once(ctx: Context, namespace: str, name: str) -> str:
     """Bring one MLModelDeployment's children and status up to date; returns the outcome."""
-    body = kube.get_model(namespace, name)
+    body = ctx.cache.model(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return "gone"  # the garbage collector removes the children
     owner = Owner.from_body(body)
@@ -87,20 +118,18 @@ def reconcile_once(kube: Kube, settings: BuildSettings, namespace: str, name: st
             invalid_spec=invalid_spec_message(err),
             **common,
         )
-        return _write_status(kube, body, previous, observation, outcome="invalid")
+        return _write_status(ctx, body, previous, observation, outcome="invalid")
 
-    prometheus_operator = kube.has_api_cached(PROMETHEUS_API)
-    children = build_children(
-        owner, spec, replace(settings, prometheus_operator=prometheus_operator)
-    )
+    settings = replace(ctx.settings, prometheus_operator=ctx.cache.prometheus_operator())
+    children = build_children(owner, spec, settings)
     if not previous:
         created = ", ".join(f"{o['kind']} {o['metadata']['name']}" for o in children.apply)
-        _post_event(kube, body, "Normal", "Created", f"creating {created}")
+        ctx.events.record(body, "Normal", "Created", f"creating {created}")
     live: dict[str, dict[str, Any]] = {}
     errors = []
     for obj in children.apply:
         try:
-            live[obj["kind"]] = kube.apply(obj)
+            live[obj["kind"]] = _apply(ctx, obj)
         except ApiException as err:
             errors.append(f"{obj['kind']} {obj['metadata']['name']}: {permanent_error(err)}")
         except NotControlled as err:
@@ -109,38 +138,52 @@ def reconcile_once(kube: Kube, settings: BuildSettings, namespace: str, name: st
             errors.append(str(err))
             break
     for ref in children.absent:
+        cached = ctx.cache.get(ref.kind, ref.namespace, ref.name)
+        if cached is None or controller_uid(cached) != owner.uid:
+            continue  # gone already, or someone else's: never deleted
+        meta = cached["metadata"]
         try:
-            kube.delete_controlled(ref, owner.uid)
+            # Preconditions: a 409 if it was replaced or changed since the cache saw it; the
+            # retry then works from the watch's fresher copy.
+            ctx.kube.delete(ref, meta["uid"], meta["resourceVersion"])
         except ApiException as err:
             errors.append(f"deleting {ref.kind} {ref.name}: {permanent_error(err)}")
 
-    try:
-        pods = kube.list("v1", "Pod", namespace, selector_string(owner))
-    except ApiException as err:
-        errors.append(f"listing pods: {permanent_error(err)}")
-        pods = []
-    monitoring = spec.monitoring
-    drift_active = monitoring.drift_detection == "active"
     observation = Observation(
         desired_replicas=spec.replicas,
         gpu_resource=spec.computational_resources.gpu_resource,
         deployment=live.get("Deployment"),
-        pods=pods,
+        pods=ctx.cache.pods(namespace, name),
         reconcile_error="; ".join(errors) or None,
         model_note=no_model_note(spec, runtime_for(spec.model_type, settings.runtimes)),
         model_version=spec.model_version,
-        monitoring=MonitoringSetup(
-            sidecar=monitor_enabled(spec),
-            prometheus_operator=prometheus_operator,
-            drift_reference=(monitoring.drift.reference_uri or "") if drift_active else None,
-        ),
+        monitoring=children.monitoring,
         **common,
     )
-    return _write_status(kube, body, previous, observation)
+    return _write_status(ctx, body, previous, observation)
+
+
+def _apply(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
+    """Server-side apply `obj` unless the cached object already matches it; the object as the
+    API server has it (or as the cache does, when nothing was sent). Raises NotControlled when an
+    object of that name exists with another controller, or none: it belongs to someone else."""
+    desired = with_hash(obj)
+    meta = desired["metadata"]
+    cached = ctx.cache.get(desired["kind"], meta["namespace"], meta["name"])
+    if cached is not None and controller_uid(cached) != controller_uid(desired):
+        raise NotControlled(
+            f"{desired['kind']} {meta['name']} exists and is not controlled by this "
+            f"{api.KIND}: rename or delete it"
+        )
+    if cached is not None and covers(cached, desired):
+        return cached
+    applied = ctx.kube.apply(desired)
+    ctx.cache.record(applied)
+    return applied
 
 
 def _write_status(
-    kube: Kube,
+    ctx: Context,
     body: dict[str, Any],
     previous: dict[str, Any],
     observation: Observation,
@@ -148,127 +191,59 @@ def _write_status(
 ) -> str:
     status = compute_status(observation, previous, now_rfc3339())
     meta = body["metadata"]
-    if any(previous.get(key) != value for key, value in status.items()):
+    if status_needs_write(previous, status):
         try:
-            kube.patch_model_status(meta["namespace"], meta["name"], status)
+            written = ctx.kube.patch_model_status(
+                meta["namespace"], meta["name"], status, meta["resourceVersion"]
+            )
         except ApiException as err:
-            message = permanent_error(err)
+            if err.status == 409:
+                raise StaleModel(describe_error(err)) from err
             if err.status == 404:  # deleted while this run read it: nothing left to report on
                 log.debug("%s/%s is gone; status not written", meta["namespace"], meta["name"])
                 return "gone"
             # Nowhere left to report it but the log: retrying would only repeat the refusal.
+            message = permanent_error(err)
             log.error(
                 "cannot write the status of %s/%s: %s", meta["namespace"], meta["name"], message
             )
             return "error"
+        ctx.cache.record(written)
     for event in transition_events(previous, status):
-        _post_event(kube, body, event.type, event.reason, event.message)
+        ctx.events.record(body, event.type, event.reason, event.message)
     return outcome or status["phase"].lower()
 
 
-def _post_event(kube: Kube, body: dict[str, Any], kind: str, reason: str, message: str) -> None:
-    """Events are a courtesy: one that cannot be posted is logged, and the reconcile goes on."""
-    try:
-        kube.post_event(body, kind, reason, message)
-    except ApiException as err:
-        log.warning("cannot post event %s: %s", reason, describe_error(err))
-
-
 class Reconciler:
-    """Serialises and coalesces reconciles per resource, retries failed ones, and records their
-    metrics. `run(namespace, name)` is one reconcile; it returns its outcome."""
+    """The work queue's processing function: one reconcile, its metrics, and the translation of
+    its failures into retries."""
 
-    def __init__(
-        self,
-        run: Callable[[str, str], str],
-        *,
-        retry_delay: float = 1.0,
-        max_retry_delay: float = MAX_RETRY_DELAY_SECONDS,
-    ) -> None:
-        self.run = run
-        self.retry_delay, self.max_retry_delay = retry_delay, max_retry_delay
-        self._lock = threading.Lock()
-        self._running: set[tuple[str, str]] = set()
-        self._again: set[tuple[str, str]] = set()
-        self._known: set[tuple[str, str]] = set()
-        self._failures: dict[tuple[str, str], int] = {}
-        self._retries: dict[tuple[str, str], threading.Timer] = {}
-        self._closed = False
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
 
-    def __call__(self, namespace: str, name: str) -> str | None:
-        """Reconcile now, or, if a reconcile of the same resource is running, make it run once
-        more when it ends (and return None). A failed run is retried later; its outcome is
-        "retrying"."""
-        key = (namespace, name)
-        with self._lock:
-            if key in self._running:
-                self._again.add(key)
-                return None
-            self._running.add(key)
-        try:
-            while True:
-                outcome = self._attempt(key)
-                with self._lock:
-                    if key not in self._again:
-                        return outcome
-                    self._again.discard(key)
-        finally:
-            with self._lock:
-                self._running.discard(key)
-                self._again.discard(key)
-
-    def _attempt(self, key: tuple[str, str]) -> str:
+    def __call__(self, key: tuple[str, str]) -> None:
+        namespace, name = key
         start = time.perf_counter()
         try:
-            outcome = self.run(*key)
+            outcome = reconcile_once(self.ctx, namespace, name)
         except TransientError as err:
             metrics.RECONCILES.labels(result="error").inc()
-            self._retry_later(key, str(err))
-            return "retrying"
+            raise Retry(str(err), err.retry_after) from err
+        except StaleModel as err:
+            metrics.RECONCILES.labels(result="conflict").inc()
+            self._refresh(namespace, name)
+            raise Retry(f"the cached resource was stale ({err})") from err
         except Exception:
-            # A bug or an unforeseen answer: logged in full, and retried like a transient error,
-            # so that a fix of the cause (or a spec change) is picked up without a restart.
             metrics.RECONCILES.labels(result="error").inc()
-            log.exception("reconcile of %s/%s failed", *key)
-            self._retry_later(key, "unexpected error")
-            return "retrying"
+            raise
         finally:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - start)
         metrics.RECONCILES.labels(result=outcome).inc()
-        with self._lock:
-            self._failures.pop(key, None)
-            pending = self._retries.pop(key, None)
-        if pending is not None:
-            pending.cancel()  # this run did what the retry would have done
-        return outcome
 
-    def _retry_later(self, key: tuple[str, str], why: str) -> None:
-        """Run `key` again after an exponential backoff (one pending retry per resource)."""
-        with self._lock:
-            if self._closed or key in self._retries:
-                return
-            failures = self._failures[key] = self._failures.get(key, 0) + 1
-            delay = min(self.retry_delay * 2 ** (failures - 1), self.max_retry_delay)
-            timer = threading.Timer(delay, self._retry, args=key)
-            timer.daemon = True
-            self._retries[key] = timer
-        log.warning("reconcile of %s/%s failed (%s); retrying in %.0f s", *key, why, delay)
-        timer.start()
-
-    def _retry(self, namespace: str, name: str) -> None:
-        with self._lock:
-            self._retries.pop((namespace, name), None)
-        self(namespace, name)
-
-    def close(self) -> None:
-        """Cancel pending retries; none is scheduled afterwards."""
-        with self._lock:
-            self._closed = True
-            timers, self._retries = list(self._retries.values()), {}
-        for timer in timers:
-            timer.cancel()
-
-    def track(self, namespace: str, name: str, present: bool) -> None:
-        with self._lock:
-            (self._known.add if present else self._known.discard)((namespace, name))
-            metrics.MANAGED_RESOURCES.set(len(self._known))
+    def _refresh(self, namespace: str, name: str) -> None:
+        try:
+            fresh = self.ctx.kube.get(f"{api.GROUP}/{api.VERSION}", MODEL_KIND, namespace, name)
+        except ApiException as err:
+            raise Retry(f"cannot read {namespace}/{name}: {describe_error(err)}") from err
+        if fresh is not None:
+            self.ctx.cache.record(fresh)

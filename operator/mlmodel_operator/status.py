@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlmodel_operator.builders import MonitoringSetup
 from mlmodel_operator.builders.meta import VERSION_LABEL
 
 READY, PROGRESSING, AVAILABLE, SCHEDULED = "Ready", "Progressing", "Available", "Scheduled"
@@ -35,15 +36,6 @@ class Observation:
     monitoring: MonitoringSetup | None = None  # None: unknown (e.g. the spec is invalid)
     model_note: str | None = None  # e.g. that the server was given no model to load
     model_version: str | None = None  # spec.model_version, named in rollout messages
-
-
-@dataclass(frozen=True)
-class MonitoringSetup:
-    """What the reconcile set up for monitoring."""
-
-    sidecar: bool
-    prometheus_operator: bool
-    drift_reference: str | None  # reference_uri, "" for the live baseline, None: drift off
 
 
 @dataclass(frozen=True)

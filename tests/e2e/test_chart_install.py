@@ -212,16 +212,21 @@ def test_operator_with_the_chart_serviceaccount_reconciles_the_founding_manifest
         ("create", "rolebindings", "no"),
         ("create", "pods", "no"),
         ("delete", "mlmodeldeployments.machine-learning.org", "no"),
+        # The operator writes only the status; kopf keeps nothing in the resource.
+        ("patch", "mlmodeldeployments.machine-learning.org", "no"),
         ("patch", "deployments.apps", "yes"),
         ("patch", "mlmodeldeployments.machine-learning.org/status", "yes"),
+        ("patch", "events", "yes"),
     ],
 )
 def test_the_serviceaccount_can_do_its_job_and_nothing_more(
     cluster: TestCluster, installed: Release, token_kubeconfig: Path,
     verb: str, resource: str, allowed: str,
 ) -> None:  # fmt: skip
+    resource, _, subresource = resource.partition("/")
+    extra = [f"--subresource={subresource}"] if subresource else []
     result = cluster.kubectl(
-        "auth", "can-i", verb, resource, "-A", kubeconfig=token_kubeconfig, check=False
+        "auth", "can-i", verb, resource, *extra, "-A", kubeconfig=token_kubeconfig, check=False
     )
     assert result.stdout.strip() == allowed, result.stderr
 

@@ -253,8 +253,9 @@ def test_network_policy_value_reaches_the_operator_and_its_rbac() -> None:
     assert "--network-policy=true" in args
     assert "--network-policy-clients=team=ml" in args
     assert "--network-policy-scrapers=kubernetes.io/metadata.name=monitoring" in args
-    # Granted either way: policies made while it was on are removed once it is off.
+    # Granted either way: policies made while it was on are removed once it is off (and the
+    # operator watches them, to know what there is without asking).
     granted = rules(one(render(), "ClusterRole"))
     verbs = {t[2] for t in granted if t[:2] == ("networking.k8s.io", "networkpolicies")}
-    assert verbs == {"get", "create", "patch", "delete"}
+    assert verbs == {"get", "list", "watch", "create", "patch", "delete"}
     assert template("--set", "networkPolicy.clients=no label", check=False).returncode != 0

@@ -5,7 +5,8 @@ import json
 import yaml
 
 from mlmodel_operator.builders.meta import controller_uid
-from mlmodel_operator.kube import HASH_ANNOTATION, covers, resource_path, with_hash, yaml_body
+from mlmodel_operator.compare import HASH_ANNOTATION, covers, with_hash
+from mlmodel_operator.kube import resource_path, yaml_body
 
 
 def test_covers_ignores_fields_added_by_the_server() -> None:

@@ -56,8 +56,8 @@ Server-side apply of an object that does not exist yet needs create as well as p
 {{- define "mlmodel-operator.namespacedRules" -}}
 - apiGroups: ["machine-learning.org"]
   resources: ["mlmodeldeployments"]
-  # patch: kopf keeps its progress in annotations of the resource.
-  verbs: ["get", "list", "watch", "patch"]
+  # get: read afresh when a status write finds the cached copy stale.
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["machine-learning.org"]
   resources: ["mlmodeldeployments/status"]
   verbs: ["patch"]
@@ -81,18 +81,19 @@ Server-side apply of an object that does not exist yet needs create as well as p
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
 - apiGroups: [""]
+  # patch: a repeated reason updates the count of the Event already posted.
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "patch"]
 - apiGroups: ["networking.k8s.io"]
   # Applied with --network-policy, and removed when it is turned off (a policy left behind
   # would go on blocking traffic), so granted either way.
   resources: ["networkpolicies"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- if .Values.rbac.prometheusOperator }}
 - apiGroups: ["monitoring.coreos.com"]
   # Applied and removed with the model's monitoring when the cluster serves these kinds.
   resources: ["servicemonitors", "prometheusrules"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end }}
 {{- end }}
 

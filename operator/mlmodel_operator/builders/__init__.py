@@ -25,6 +25,7 @@ from mlmodel_operator.runtimes import Runtime, runtime_for
 __all__ = [
     "BuildSettings",
     "Children",
+    "MonitoringSetup",
     "NetworkPolicySettings",
     "ObjectRef",
     "Owner",
@@ -54,12 +55,22 @@ class BuildSettings:
 
 
 @dataclass(frozen=True)
+class MonitoringSetup:
+    """What the builders decided for monitoring (the status reports it)."""
+
+    sidecar: bool
+    prometheus_operator: bool
+    drift_reference: str | None  # reference_uri, "" for the live baseline, None: drift off
+
+
+@dataclass(frozen=True)
 class Children:
-    """What one MLModelDeployment should own: objects to apply, in order, and objects that an
-    earlier spec created and this one no longer wants."""
+    """What one MLModelDeployment should own: objects to apply, in order, objects that an
+    earlier spec created and this one no longer wants, and the monitoring set up."""
 
     apply: list[dict[str, Any]]
     absent: list[ObjectRef]
+    monitoring: MonitoringSetup
 
 
 def build_children(
@@ -106,4 +117,10 @@ def build_children(
                 ObjectRef(o["apiVersion"], o["kind"], owner.namespace, owner.name)
                 for o in prometheus
             ]
-    return Children(apply=children, absent=absent)
+    drift = spec.monitoring.drift_detection == "active"
+    setup = MonitoringSetup(
+        sidecar=monitor is not None,
+        prometheus_operator=settings.prometheus_operator,
+        drift_reference=(spec.monitoring.drift.reference_uri or "") if drift else None,
+    )
+    return Children(apply=children, absent=absent, monitoring=setup)

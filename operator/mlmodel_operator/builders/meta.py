@@ -98,5 +98,8 @@ def object_meta(owner: Owner, spec: api.MLModelDeploymentSpec, name: str) -> dic
     }
 
 
+MONITOR_CONFIG_SUFFIX = "-monitor"
+
+
 def monitor_config_name(owner: Owner) -> str:
-    return f"{owner.name}-monitor"
+    return f"{owner.name}{MONITOR_CONFIG_SUFFIX}"

@@ -1,0 +1,137 @@
+"""A work queue of resource keys, processed by a pool of threads, as client-go's:
+
+- a key added while it waits is not added twice (a burst of events makes one reconcile);
+- a key is never processed by two threads at once; added while it is processed, it is
+  processed once more afterwards;
+- a failed key comes back after an exponential backoff (or the server's Retry-After, if
+  longer), and is never dropped; a success resets its backoff.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+
+log = logging.getLogger(__name__)
+
+BASE_DELAY_SECONDS = 0.5
+MAX_DELAY_SECONDS = 60.0
+
+
+class Retry(Exception):
+    """Raised by the processing function: try this key again later."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def backoff(
+    failures: int, retry_after: float | None = None, base: float = BASE_DELAY_SECONDS
+) -> float:
+    """Seconds to wait after the `failures`-th failure in a row: 0.5, 1, 2 ... at most 60, and
+    never less than what the API server asked for."""
+    delay = min(base * 2 ** max(failures - 1, 0), MAX_DELAY_SECONDS)
+    return max(delay, retry_after or 0.0)
+
+
+class WorkQueue:
+    def __init__(
+        self,
+        process: Callable[[Hashable], None],
+        workers: int,
+        base_delay: float = BASE_DELAY_SECONDS,
+    ) -> None:
+        self._process = process
+        self._workers = workers
+        self._base_delay = base_delay
+        self._cond = threading.Condition()
+        self._ready: deque[Hashable] = deque()
+        self._dirty: set[Hashable] = set()  # waiting to be processed
+        self._processing: set[Hashable] = set()
+        self._delayed: list[tuple[float, int, Hashable]] = []
+        self._seq = itertools.count()
+        self._failures: dict[Hashable, int] = {}
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for index in range(self._workers):
+            thread = threading.Thread(target=self._work, name=f"reconcile-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+
+    def add(self, key: Hashable) -> None:
+        with self._cond:
+            self._add(key)
+
+    def add_after(self, key: Hashable, delay: float) -> None:
+        with self._cond:
+            heapq.heappush(self._delayed, (time.monotonic() + delay, next(self._seq), key))
+            self._cond.notify()
+
+    def pending(self) -> int:
+        """Keys waiting or being processed (not those waiting out a backoff)."""
+        with self._cond:
+            return len(self._dirty | self._processing)
+
+    def _add(self, key: Hashable) -> None:
+        if key in self._dirty:
+            return
+        self._dirty.add(key)
+        if key not in self._processing:
+            self._ready.append(key)
+            self._cond.notify()
+
+    def _next(self) -> Hashable | None:
+        """The next key to process (now marked processing), or None when stopping."""
+        with self._cond:
+            while not self._stopping:
+                now = time.monotonic()
+                while self._delayed and self._delayed[0][0] <= now:
+                    self._add(heapq.heappop(self._delayed)[2])
+                if self._ready:
+                    key = self._ready.popleft()
+                    self._dirty.discard(key)
+                    self._processing.add(key)
+                    return key
+                timeout = self._delayed[0][0] - now if self._delayed else None
+                self._cond.wait(timeout)
+            return None
+
+    def _done(self, key: Hashable, retry_in: float | None) -> None:
+        with self._cond:
+            self._processing.discard(key)
+            if retry_in is not None:
+                heapq.heappush(self._delayed, (time.monotonic() + retry_in, next(self._seq), key))
+                self._cond.notify()
+            if key in self._dirty:
+                self._ready.append(key)
+                self._cond.notify()
+
+    def _work(self) -> None:
+        while (key := self._next()) is not None:
+            retry_in = None
+            try:
+                self._process(key)
+                self._failures.pop(key, None)
+            except Retry as err:
+                failures = self._failures[key] = self._failures.get(key, 0) + 1
+                retry_in = backoff(failures, err.retry_after, self._base_delay)
+                log.info("%s: %s; retrying in %.1fs", key, err, retry_in)
+            except Exception:
+                failures = self._failures[key] = self._failures.get(key, 0) + 1
+                retry_in = backoff(failures, base=self._base_delay)
+                log.exception("%s: unexpected error; retrying in %.1fs", key, retry_in)
+            finally:
+                self._done(key, retry_in)
