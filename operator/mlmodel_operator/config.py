@@ -34,9 +34,15 @@ class OperatorConfig(BaseModel):
         default_factory=list, description="namespaces to watch; empty watches all"
     )
     resync_seconds: float = Field(300.0, gt=0, description="periodic reconcile of every resource")
-    workers: int = Field(8, ge=1, description="handlers run at once (thread pool size)")
-    api_qps: float = Field(20.0, gt=0, description="API requests per second, sustained")
-    api_burst: int = Field(40, ge=1, description="API requests allowed in a burst")
+    workers: int = Field(8, ge=1, description="reconciles run at once (threads)")
+    # Off by default, as in controller-runtime since v0.21: the API server protects itself with
+    # API Priority and Fairness, and its 429s are retried with backoff.
+    api_qps: float = Field(
+        0.0, ge=0, description="client-side limit of API requests per second; 0: no limit"
+    )
+    api_burst: int = Field(
+        0, ge=0, description="API requests allowed in a burst under --api-qps; 0: as many as qps"
+    )
     runtime_catalog: Path | None = Field(None, description="YAML/JSON runtime overrides")
     monitor_image: str = Field(DEFAULT_IMAGE, description="image of the monitoring sidecar")
     # Longer than the model server's startup probe budget (builders/deployment.py): a large model

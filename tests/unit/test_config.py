@@ -3,7 +3,7 @@ from mlmodel_operator.config import from_env, parse_args
 
 def test_defaults() -> None:
     cfg = from_env({})
-    assert cfg.namespaces == [] and cfg.resync_seconds == 300 and cfg.api_qps == 20
+    assert cfg.namespaces == [] and cfg.resync_seconds == 300 and cfg.api_qps == 0
 
 
 def test_environment_then_flags() -> None:
