@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CLUSTER := $(PYTHON) hack/localcluster.py
 
 .DEFAULT_GOAL := help
-.PHONY: help venv binaries system-packages manifests cluster-up cluster-down env lint fmt crds test bench demo demo-down
+.PHONY: help venv binaries system-packages manifests cluster-up cluster-down env lint fmt crds test bench bench-scale demo demo-down
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -56,6 +56,10 @@ bench: venv ## benchmarks: sidecar added latency and abuse run, drift check vs s
 	$(BIN)/python bench/drift_check.py
 	$(BIN)/python bench/sidecar_latency.py
 	$(BIN)/python bench/sidecar_abuse.py
+
+SCALE_N ?= 100 300
+bench-scale: venv cluster-up ## the operator at scale vs a bare-client floor, N models (SCALE_N="100 300")
+	$(BIN)/python bench/scale.py $(SCALE_N)
 
 demo: venv binaries ## control plane, CRD and operator; the founding manifest applied and shown Ready
 	@bash hack/demo.sh
