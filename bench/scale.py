@@ -20,6 +20,7 @@ Prints measurements and ratios; asserts nothing. Needs a local control plane (`m
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -340,6 +341,24 @@ def latencies(k: kube.Kube, namespace: str, n: int) -> tuple[list[float], list[f
     return changes, creations
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processes(operator: Operator) -> dict[str, int]:
+    """The operator's and the control plane's processes, by name."""
+    state = json.loads((CLUSTER_DIR / "state.json").read_text())
+    return {"operator": operator.process.pid, **state["pids"]}
+
+
+def cpu_use(pids: dict[str, int], since: dict[str, float], seconds: float) -> str:
+    """Each process's share of one core over `seconds`."""
+    return ", ".join(
+        f"{name} {(cpu_seconds(pid) - since[name]) / seconds:.0%}" for name, pid in pids.items()
+    )
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if values else 0.0
 
@@ -365,7 +384,14 @@ def run(n: int) -> None:
             print(f"one resync of {n} unchanged models: {writes:.0f} writes; reads: {read_counts}")
             rss, peak = operator.rss_mib()
             print(f"operator RSS: {rss_start:.0f} MiB at start, {rss:.0f} MiB now, peak {peak:.0f}")
+            pids = processes(operator)
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            started = time.monotonic()
             changes, creations = latencies(k, namespace, n)
+            print(
+                "CPU during the changes (share of one core): "
+                + cpu_use(pids, cpu_before, time.monotonic() - started)
+            )
             print(
                 f"apply -> Deployment updated ({len(changes)} changes at "
                 f"{CHANGES_PER_SECOND}/s): p50 {percentile(changes, 50):.2f} s, "

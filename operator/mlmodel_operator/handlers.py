@@ -62,6 +62,7 @@ class Running:
 
     cache: Cache
     queue: WorkQueue
+    events: EventRecorder
     stopping: threading.Event
 
 
@@ -101,9 +102,10 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # The entry point made the client; kopf run otherwise (tests, `kopf run`) has none yet.
     client = memo.get("kube") or kube.configure(cfg.api_qps, cfg.api_burst)
     cache = Cache()
-    queue = WorkQueue(Reconciler(Context(client, cache, EventRecorder(client), build)), cfg.workers)
+    events = EventRecorder(client)
+    queue = WorkQueue(Reconciler(Context(client, cache, events, build)), cfg.workers)
     stopping = threading.Event()
-    _running = Running(cache, queue, stopping)
+    _running = Running(cache, queue, events, stopping)
     queue.start()
     threading.Thread(
         target=resync_forever,
@@ -125,6 +127,7 @@ def stop(**_: Any) -> None:
     if _running is not None:
         _running.stopping.set()
         _running.queue.stop()
+        _running.events.close()
 
 
 async def _index(body: kopf.Body, **_: Any) -> None:
@@ -140,7 +143,8 @@ async def _model_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         return
     if parts.cache.claim(obj):
         metrics.MANAGED_RESOURCES.set(len(parts.cache.models()))
-        parts.queue.add((body.metadata.namespace, body.metadata.name))
+        # A new resource or a new spec: what someone asked for goes first.
+        parts.queue.add((body.metadata.namespace, body.metadata.name), urgent=True)
 
 
 def _owners(parts: Running, body: dict[str, Any]) -> list[tuple[str, str]]:

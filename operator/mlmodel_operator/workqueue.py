@@ -4,7 +4,10 @@
 - a key is never processed by two threads at once; added while it is processed, it is
   processed once more afterwards;
 - a failed key comes back after an exponential backoff (or the server's Retry-After, if
-  longer), and is never dropped; a success resets its backoff.
+  longer), and is never dropped; a success resets its backoff;
+- a key added as urgent (a resource whose spec changed) goes before the others (a pod that
+  became ready, the resync), as in controller-runtime's priority queue: under load, what a
+  user asked for is not queued behind the echoes of earlier work.
 """
 
 from __future__ import annotations
@@ -51,9 +54,13 @@ class WorkQueue:
         self._workers = workers
         self._base_delay = base_delay
         self._cond = threading.Condition()
+        # Keys ready to be processed, urgent ones first. A key may sit in both, or stay behind
+        # after it was taken; it is processed only if it is still dirty and not processing.
+        self._urgent: deque[Hashable] = deque()
         self._ready: deque[Hashable] = deque()
         self._dirty: set[Hashable] = set()  # waiting to be processed
         self._processing: set[Hashable] = set()
+        self._urgent_after: set[Hashable] = set()  # processing, and added again as urgent
         self._delayed: list[tuple[float, int, Hashable]] = []
         self._seq = itertools.count()
         self._failures: dict[Hashable, int] = {}
@@ -71,9 +78,9 @@ class WorkQueue:
             self._stopping = True
             self._cond.notify_all()
 
-    def add(self, key: Hashable) -> None:
+    def add(self, key: Hashable, urgent: bool = False) -> None:
         with self._cond:
-            self._add(key)
+            self._add(key, urgent)
 
     def add_after(self, key: Hashable, delay: float) -> None:
         with self._cond:
@@ -85,13 +92,23 @@ class WorkQueue:
         with self._cond:
             return len(self._dirty | self._processing)
 
-    def _add(self, key: Hashable) -> None:
-        if key in self._dirty:
+    def _add(self, key: Hashable, urgent: bool = False) -> None:
+        if key in self._dirty and not urgent:
             return
         self._dirty.add(key)
         if key not in self._processing:
-            self._ready.append(key)
+            (self._urgent if urgent else self._ready).append(key)
             self._cond.notify()
+        elif urgent:
+            self._urgent_after.add(key)
+
+    def _pop(self) -> Hashable | None:
+        for ready in (self._urgent, self._ready):
+            while ready:
+                key = ready.popleft()
+                if key in self._dirty and key not in self._processing:
+                    return key
+        return None
 
     def _next(self) -> Hashable | None:
         """The next key to process (now marked processing), or None when stopping."""
@@ -100,8 +117,8 @@ class WorkQueue:
                 now = time.monotonic()
                 while self._delayed and self._delayed[0][0] <= now:
                     self._add(heapq.heappop(self._delayed)[2])
-                if self._ready:
-                    key = self._ready.popleft()
+                key = self._pop()
+                if key is not None:
                     self._dirty.discard(key)
                     self._processing.add(key)
                     return key
@@ -116,8 +133,10 @@ class WorkQueue:
                 heapq.heappush(self._delayed, (time.monotonic() + retry_in, next(self._seq), key))
                 self._cond.notify()
             if key in self._dirty:
-                self._ready.append(key)
+                urgent = key in self._urgent_after
+                (self._urgent if urgent else self._ready).append(key)
                 self._cond.notify()
+            self._urgent_after.discard(key)
 
     def _work(self) -> None:
         while (key := self._next()) is not None:

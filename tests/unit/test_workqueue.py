@@ -101,4 +101,27 @@ def test_unexpected_errors_are_retried_too() -> None:
     queue.start()
     queue.add("k")
     wait_for(lambda: not outcomes, "three runs")
+
+
+def test_urgent_keys_go_first() -> None:
+    order: list[str] = []
+    gate, blocking = threading.Event(), threading.Event()
+
+    def process(key: str) -> None:
+        if key == "blocker":
+            blocking.set()
+            gate.wait()
+        order.append(key)
+
+    queue = WorkQueue(process, workers=1)
+    queue.start()
+    queue.add("blocker")
+    wait_for(blocking.is_set, "the blocker to run")
+    queue.add("echo-1")
+    queue.add("echo-2")
+    queue.add("spec-change", urgent=True)
+    queue.add("echo-1", urgent=True)  # already waiting: moves ahead
+    gate.set()
+    wait_for(lambda: len(order) == 4, "every key")
+    assert order == ["blocker", "spec-change", "echo-1", "echo-2"]
     queue.stop()
