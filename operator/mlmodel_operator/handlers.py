@@ -52,6 +52,9 @@ CHILDREN = [
 PODS = ("", "v1", "pods")
 CRDS = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 OURS = {MANAGED_BY_LABEL: OPERATOR_NAME, INSTANCE_LABEL: kopf.PRESENT}
+# A rollout step changes several pods and the Deployment's status within a fraction of a second;
+# waiting this long after the first change makes them one reconcile instead of several.
+CHILD_SETTLE_SECONDS = 0.5
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +170,7 @@ async def _child_event(type: str | None, body: kopf.Body, **_: Any) -> None:
             parts.queue.add(key)
     elif parts.cache.claim(obj):
         for key in _owners(parts, obj):
-            parts.queue.add(key)
+            parts.queue.add_soon(key, CHILD_SETTLE_SECONDS)
     # else: nothing the reconcile reads has changed
 
 

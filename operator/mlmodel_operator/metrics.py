@@ -14,6 +14,11 @@ RECONCILE_SECONDS = Histogram(
     "Time one reconcile takes",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+QUEUE_WAIT_SECONDS = Histogram(
+    "mlmodel_operator_queue_wait_seconds",
+    "Time a resource waits in the work queue before its reconcile starts",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
 MANAGED_RESOURCES = Gauge(
     "mlmodel_operator_managed_resources", "MLModelDeployments the operator manages"
 )
@@ -24,4 +29,10 @@ API_ERRORS = Counter(
     "mlmodel_operator_api_errors_total",
     "API requests that failed, by HTTP status",
     ["method", "code"],
+)
+CACHE_OBJECTS = Gauge(
+    "mlmodel_operator_cache_objects", "Objects in the watch cache (resources, children, pods)"
+)
+CACHE_BYTES = Gauge(
+    "mlmodel_operator_cache_bytes", "Bytes of the projections held in the watch cache"
 )

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from mlmodel_operator import metrics
 from mlmodel_operator.cache import Cache
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,9 @@ def resync_forever(
     """Until `stopping` is set: every `interval` seconds, `enqueue` each cached resource in a
     namespace where `is_active` (this replica is the active one there)."""
     while not stopping.wait(interval):
+        sizes = cache.sizes()
+        metrics.CACHE_OBJECTS.set(sizes["objects"] + sizes["pods"])
+        metrics.CACHE_BYTES.set(sizes["bytes"])
         active: dict[str, bool] = {}  # per namespace, asked once a round
         for namespace, name in cache.models():
             try:

@@ -5,6 +5,8 @@
   processed once more afterwards;
 - a failed key comes back after an exponential backoff (or the server's Retry-After, if
   longer), and is never dropped; a success resets its backoff;
+- a key added "soon" waits a moment first, and further "soon" adds in that moment are folded
+  into it: the several pod and Deployment events of one rollout step make one reconcile;
 - a key added as urgent (a resource whose spec changed) goes before the others (a pod that
   became ready, the resync), as in controller-runtime's priority queue: under load, what a
   user asked for is not queued behind the echoes of earlier work.
@@ -19,6 +21,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
+
+from mlmodel_operator import metrics
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,8 @@ class WorkQueue:
         self._dirty: set[Hashable] = set()  # waiting to be processed
         self._processing: set[Hashable] = set()
         self._urgent_after: set[Hashable] = set()  # processing, and added again as urgent
+        self._since: dict[Hashable, float] = {}  # when each dirty key was first added
+        self._soon: set[Hashable] = set()  # keys waiting in `_delayed` after add_soon
         self._delayed: list[tuple[float, int, Hashable]] = []
         self._seq = itertools.count()
         self._failures: dict[Hashable, int] = {}
@@ -82,8 +88,12 @@ class WorkQueue:
         with self._cond:
             self._add(key, urgent)
 
-    def add_after(self, key: Hashable, delay: float) -> None:
+    def add_soon(self, key: Hashable, delay: float) -> None:
+        """Add `key` in `delay` seconds, unless it is already waiting to be added so."""
         with self._cond:
+            if key in self._soon:
+                return
+            self._soon.add(key)
             heapq.heappush(self._delayed, (time.monotonic() + delay, next(self._seq), key))
             self._cond.notify()
 
@@ -96,6 +106,7 @@ class WorkQueue:
         if key in self._dirty and not urgent:
             return
         self._dirty.add(key)
+        self._since.setdefault(key, time.monotonic())
         if key not in self._processing:
             (self._urgent if urgent else self._ready).append(key)
             self._cond.notify()
@@ -116,9 +127,12 @@ class WorkQueue:
             while not self._stopping:
                 now = time.monotonic()
                 while self._delayed and self._delayed[0][0] <= now:
-                    self._add(heapq.heappop(self._delayed)[2])
+                    key = heapq.heappop(self._delayed)[2]
+                    self._soon.discard(key)
+                    self._add(key)
                 key = self._pop()
                 if key is not None:
+                    metrics.QUEUE_WAIT_SECONDS.observe(now - self._since.pop(key, now))
                     self._dirty.discard(key)
                     self._processing.add(key)
                     return key

@@ -125,3 +125,15 @@ def test_urgent_keys_go_first() -> None:
     wait_for(lambda: len(order) == 4, "every key")
     assert order == ["blocker", "spec-change", "echo-1", "echo-2"]
     queue.stop()
+
+
+def test_adds_soon_in_a_moment_make_one_run() -> None:
+    runs: list[str] = []
+    queue = WorkQueue(runs.append, workers=2)
+    queue.start()
+    for _ in range(5):
+        queue.add_soon("pod-events", 0.2)
+    wait_for(lambda: runs == ["pod-events"], "one run")
+    time.sleep(0.3)
+    assert runs == ["pod-events"]
+    queue.stop()
