@@ -1,17 +1,21 @@
 """Model pods with the storage initializer, through the real API server and the operator: the
 init container alone gets the credentials, the volume has its size limit, the model server reads
-the fetched path, and the pods pass the restricted Pod Security Standard. (kwok runs no
-container: the fetcher itself runs in tests/integration/test_fetch.py.)"""
+the fetched path, the pods pass the restricted Pod Security Standard, and a failed fetch reaches
+status. (kwok runs no container: the fetcher's downloads are tested in test_fetch.py.)"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from kube_helpers import TestCluster, wait_until
-from model_helpers import Models
+from model_helpers import Models, condition
+from procs import free_port
 
 pytestmark = pytest.mark.usefixtures("operator")
 
@@ -100,3 +104,86 @@ def test_a_new_size_limit_rolls_the_pods(cluster: TestCluster, namespace: str) -
     wait_until(lambda: volume_limit() == "500M", what="the new size limit in the Deployment")
     ready = models.wait_ready(NAME, timeout=90)
     assert ready["status"]["updatedReplicas"] == 1
+
+
+# kwok's pod-ready stage waits this many milliseconds before (re)making a pod ready.
+KWOK_READY_DELAY = "pod-ready.stage.kwok.x-k8s.io/delay"
+
+
+def test_a_failed_fetch_reaches_status_with_the_fetchers_line(
+    cluster: TestCluster, namespace: str, tmp_path: Path
+) -> None:
+    """The init container of the pod the operator made is run here as a process (nothing
+    listens at the model's URL), and its termination message written into the pod's status as
+    a kubelet reports a failed init container in back-off: status must carry that line."""
+    models = Models(cluster, namespace)
+    body = model()
+    body["spec"]["model_uri"] = f"https://127.0.0.1:{free_port()}/iris/model.pkl"
+    models.create(body)
+    models.wait_ready(NAME)
+    core = client.CoreV1Api(cluster.api)
+    selector = f"app.kubernetes.io/instance={NAME}"
+    [pod] = core.list_namespaced_pod(namespace, label_selector=selector).items
+    [fetcher] = pod.spec.init_containers
+
+    volume, log = tmp_path / "models", tmp_path / "termination-log"
+    volume.mkdir()
+    argv = [str(Path(sys.executable).parent / fetcher.command[0])]
+    argv += [str(volume) if a == "/mnt/models" else a for a in fetcher.args]
+    env = {"PATH": "/usr/bin:/bin", **{e.name: str(tmp_path) for e in fetcher.env}}
+    run = subprocess.run(
+        [*argv, f"--termination-log={log}"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 1, run.stdout + run.stderr
+    line = log.read_text().strip()
+    assert line.startswith(f"{body['spec']['model_uri']}: ConnectionError: ")
+
+    # Keep kwok from making the pod ready again, then report the failure as a kubelet does.
+    core.patch_namespaced_pod(
+        pod.metadata.name, namespace, {"metadata": {"annotations": {KWOK_READY_DELAY: "3600000"}}}
+    )
+    now = "2026-01-01T00:00:00Z"
+    core.patch_namespaced_pod_status(
+        pod.metadata.name,
+        namespace,
+        {
+            "status": {
+                "phase": "Pending",
+                "conditions": [
+                    {"type": "Initialized", "status": "False", "lastTransitionTime": now,
+                     "reason": "ContainersNotInitialized"},
+                    {"type": "Ready", "status": "False", "lastTransitionTime": now,
+                     "reason": "ContainersNotReady"},
+                    {"type": "ContainersReady", "status": "False", "lastTransitionTime": now,
+                     "reason": "ContainersNotReady"},
+                ],
+                "initContainerStatuses": [
+                    {
+                        "name": fetcher.name,
+                        "image": fetcher.image,
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 2,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                              "message": "back-off 20s restarting failed "
+                                              f"container={fetcher.name}"}},
+                        "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                                                     "message": line + "\n",
+                                                     "startedAt": now, "finishedAt": now}},
+                    }
+                ],
+            }
+        },
+    )  # fmt: skip
+
+    def failed() -> dict[str, Any] | None:
+        obj = models.get(NAME)
+        return obj if condition(obj, "Ready").get("reason") == "ModelFetchFailed" else None
+
+    obj = wait_until(failed, what="status to report the failed fetch", timeout=60)
+    assert obj["status"]["phase"] == "Failed"
+    assert obj["status"]["message"] == f"generation 1 (model_version v1): {line}"
+    assert condition(obj, "Progressing")["reason"] == "ModelFetchFailed"
+    wait_until(lambda: "ModelFetchFailed" in models.events(NAME), what="a ModelFetchFailed event")
+    shown = cluster.kubectl("get", "mlmd", NAME, "-n", namespace, "-o", "wide").stdout
+    assert "Failed" in shown and line in shown
