@@ -1,7 +1,7 @@
 """Model pods with the storage initializer, through the real API server and the operator: the
 init container alone gets the credentials, the volume has its size limit, the model server reads
 the fetched path, the pods pass the restricted Pod Security Standard, and a failed fetch reaches
-status. (kwok runs no container: the fetcher's downloads are tested in test_fetch.py.)"""
+status. (kwok runs no container: the fetcher's downloads are tested in test_fetch_sources.py.)"""
 
 from __future__ import annotations
 
