@@ -82,6 +82,16 @@ def minio(tmp: Path, model: bytes) -> Iterator[str]:
         s3.create_bucket(Bucket=BUCKET)
         s3.put_object(Bucket=BUCKET, Key="iris/model.pkl", Body=model)
         s3.put_object(Bucket=BUCKET, Key="iris/settings/model-settings.json", Body=b"{}")
+        # Anyone may read (not list) the objects under public/: a least-privilege policy.
+        s3.put_object(Bucket=BUCKET, Key="public/model.pkl", Body=model)
+        statement = {
+            "Effect": "Allow",
+            "Principal": {"AWS": ["*"]},
+            "Action": ["s3:GetObject"],
+            "Resource": [f"arn:aws:s3:::{BUCKET}/public/*"],
+        }
+        policy = {"Version": "2012-10-17", "Statement": [statement]}
+        s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(policy))
         yield endpoint
     finally:
         server.close()
@@ -183,6 +193,17 @@ def test_s3_single_object_lands_under_its_name(minio: str, model: bytes, tmp: Pa
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in dest.iterdir()) == ["model.pkl"]
     assert (dest / "model.pkl").read_bytes() == model
+
+
+def test_s3_object_readable_but_not_listable(minio: str, model: bytes, tmp: Path) -> None:
+    dest = tmp / "s3-get-only"
+    result = fetch(f"s3://{BUCKET}/public/model.pkl", dest, f"--endpoint-url={minio}")
+    assert result.returncode == 0, result.stderr
+    assert (dest / "model.pkl").read_bytes() == model
+    # A prefix cannot be fetched without listing it: the refusal is the listing's.
+    dest = tmp / "s3-get-only-prefix"
+    message = failure(fetch(f"s3://{BUCKET}/public", dest, f"--endpoint-url={minio}"), dest)
+    assert message == "s3://models/public: AccessDenied: Access Denied."
 
 
 @pytest.mark.parametrize(
