@@ -130,7 +130,9 @@ def test_a_failed_fetch_reaches_status_with_the_fetchers_line(
     volume.mkdir()
     argv = [str(Path(sys.executable).parent / fetcher.command[0])]
     argv += [str(volume) if a == "/mnt/models" else a for a in fetcher.args]
-    env = {"PATH": "/usr/bin:/bin", **{e.name: str(tmp_path) for e in fetcher.env}}
+    # Its one variable is HOME, the /tmp volume: here a directory of the test's.
+    assert [(e.name, e.value) for e in fetcher.env] == [("HOME", "/tmp")]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     run = subprocess.run(
         [*argv, f"--termination-log={log}"], env=env, capture_output=True, text=True, timeout=60
     )
