@@ -282,10 +282,18 @@ def test_gs_model_is_fetched_then_served(gcs: str, model: bytes, tmp: Path) -> N
             "gs://models/iris",
             (),
             {"GOOGLE_CREDENTIALS_JSON": '{"type": "service_account"}'},
-            "gs://models/iris: credentials: ",
+            "gs://models/iris: credentials: Failed to load service account credentials from "
+            "dict object: Service account info was not in the expected format, missing fields "
+            "client_email, token_uri.",
+        ),
+        (
+            "gs://models/iris",
+            (),
+            {"GOOGLE_CREDENTIALS_JSON": "{not json"},
+            "gs://models/iris: credentials: GOOGLE_CREDENTIALS_JSON is not JSON: ",
         ),
     ],
-    ids=["missing-key", "missing-bucket", "oversize", "bad-credentials"],
+    ids=["missing-key", "missing-bucket", "oversize", "incomplete-credentials", "not-json"],
 )
 def test_gs_failures_are_one_clear_line(
     gcs: str, tmp: Path, uri: str, args: tuple[str, ...], env: dict[str, str], expected: str

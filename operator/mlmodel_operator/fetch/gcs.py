@@ -24,9 +24,11 @@ SCOPES = ["https://www.googleapis.com/auth/devstorage.read_only"]
 
 def _client() -> storage.Client:
     if info := os.environ.get(CREDENTIALS_ENV):
-        credentials, project = google.auth.load_credentials_from_dict(
-            json.loads(info), scopes=SCOPES
-        )
+        try:
+            parsed = json.loads(info)
+        except ValueError as err:
+            raise auth_exceptions.MalformedError(f"{CREDENTIALS_ENV} is not JSON: {err}") from err
+        credentials, project = google.auth.load_credentials_from_dict(parsed, scopes=SCOPES)
         return storage.Client(project=project, credentials=credentials)
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         return storage.Client()  # anonymous, as emulators expect
@@ -48,8 +50,13 @@ def fetch(location: Location, dest: Path, limit: int) -> list[int]:
             blobs[item.key].download_to_filename(str(target(dest, item)))
     except api_exceptions.GoogleAPICallError as err:
         raise FetchError(f"{location.uri}: {type(err).__name__}: {err.message}") from err
-    except (auth_exceptions.GoogleAuthError, ValueError) as err:
-        raise FetchError(f"{location.uri}: credentials: {err}") from err
+    except auth_exceptions.GoogleAuthError as err:
+        raise FetchError(f"{location.uri}: credentials: {_auth_reason(err)}") from err
     except RequestException as err:
         raise FetchError(f"{location.uri}: {type(err).__name__}: {err}") from err
     return [i.size for i in items]
+
+
+def _auth_reason(err: auth_exceptions.GoogleAuthError) -> str:
+    """google-auth's errors carry (message, cause) tuples; as one sentence."""
+    return ": ".join(str(arg) for arg in err.args) or type(err).__name__
