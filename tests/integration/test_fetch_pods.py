@@ -189,3 +189,13 @@ def test_a_failed_fetch_reaches_status_with_the_fetchers_line(
     wait_until(lambda: "ModelFetchFailed" in models.events(NAME), what="a ModelFetchFailed event")
     shown = cluster.kubectl("get", "mlmd", NAME, "-n", namespace, "-o", "wide").stdout
     assert "Failed" in shown and line in shown
+
+
+def test_a_service_account_that_does_not_exist_is_named(
+    cluster: TestCluster, namespace: str
+) -> None:
+    models = Models(cluster, namespace)
+    models.create(model(service_account_name="no-such-reader"))
+    obj = models.wait_condition("Ready", name=NAME, reason="FailedCreate")
+    assert obj["status"]["phase"] == "Failed"
+    assert 'serviceaccount "no-such-reader" not found' in obj["status"]["message"]
