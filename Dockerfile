@@ -13,7 +13,8 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-RUN /opt/venv/bin/pip install --no-cache-dir /src
+# With the fetch extra: the image is also the model fetcher, the init container of model pods.
+RUN /opt/venv/bin/pip install --no-cache-dir "/src[fetch]"
 
 # --- final: the virtualenv on a clean base, no build tools ---------------------------------------
 FROM ${PYTHON_IMAGE}

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 CLUSTER := $(PYTHON) hack/localcluster.py
 
 .DEFAULT_GOAL := help
-.PHONY: help venv binaries system-packages manifests cluster-up cluster-down env lint fmt crds test bench bench-scale demo demo-down
+.PHONY: help venv binaries test-tools system-packages manifests cluster-up cluster-down env lint fmt crds test bench bench-scale demo demo-down
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ venv: $(BIN)/.installed ## create .venv with the package and its test tools
 
 binaries: ## build the pinned control-plane binaries and helm (cached; slow only the first time)
 	bash hack/build-binaries.sh
+
+test-tools: ## build the servers the tests fetch models from (MinIO, fake-gcs-server; cached)
+	bash hack/build-binaries.sh --test-tools
 
 cluster-up: binaries ## start the local control plane (reuses a healthy one)
 	$(CLUSTER) up
@@ -46,7 +49,7 @@ crds: venv ## regenerate crds/ and the README field table from api.py
 system-packages: ## Debian packages the tests use (openssl, prometheus); installs them as root
 	@bash hack/system-packages.sh
 
-test: venv binaries system-packages lint ## the whole suite: unit, integration and e2e against the local control plane
+test: venv binaries test-tools system-packages lint ## the whole suite: unit, integration and e2e against the local control plane
 	$(BIN)/pytest
 
 manifests: binaries ## render manifests/install.yaml from the chart (pinned helm)

@@ -2,8 +2,9 @@
 # Build the pinned control-plane binaries (and helm) from Go modules into a per-user cache.
 # Only what is missing is built; a cold build takes several minutes per component on 2 cores.
 #
-#   hack/build-binaries.sh            build everything missing
-#   hack/build-binaries.sh --print    print the cache directory of each component and exit
+#   hack/build-binaries.sh               build everything missing
+#   hack/build-binaries.sh --test-tools  also the servers only tests use (below)
+#   hack/build-binaries.sh --print       print the cache directory of each component and exit
 #
 # The cache root is $MLMODEL_CACHE_DIR, else ${XDG_CACHE_HOME:-~/.cache}/mlmodel-operator.
 set -euo pipefail
@@ -16,6 +17,10 @@ KUBERNETES_VERSION=v1.36.3
 ETCD_VERSION=v3.6.8
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
+# Servers the tests run the model fetcher against; test tools, never shipped in an image or a
+# chart (MinIO is AGPLv3).
+MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+FAKE_GCS_SERVER_VERSION=v1.56.1
 
 # component|version|tools module|binaries (space separated)|packages
 components=(
@@ -24,11 +29,15 @@ components=(
   "kwok|$KWOK_VERSION|kwok|kwok|sigs.k8s.io/kwok/cmd/kwok"
   "helm|$HELM_VERSION|helm|helm|helm.sh/helm/v3/cmd/helm"
 )
+test_tools=(
+  "minio|$MINIO_VERSION|minio|minio|github.com/minio/minio"
+  "fake-gcs-server|$FAKE_GCS_SERVER_VERSION|fake-gcs-server|fake-gcs-server|github.com/fsouza/fake-gcs-server"
+)
 
 bin_dir() { echo "$cache/bin/$1-$2"; }
 
 if [[ "${1:-}" == "--print" ]]; then
-  for entry in "${components[@]}"; do
+  for entry in "${components[@]}" "${test_tools[@]}"; do
     IFS='|' read -r name version _ _ _ <<<"$entry"
     bin_dir "$name" "$version"
   done
@@ -50,7 +59,7 @@ ldflags_for() {
       echo "-s -w$flags"
       ;;
     etcd) echo "-s -w" ;;
-    kwok) echo "-s -w" ;;
+    kwok | minio | fake-gcs-server) echo "-s -w" ;;
     helm) echo "-s -w -X helm.sh/helm/v3/internal/version.version=$version" ;;
   esac
 }
@@ -66,6 +75,8 @@ if ! command -v go >/dev/null 2>&1; then
   echo "       distribution's golang package) and re-run; it builds the local control plane." >&2
   exit 1
 fi
+
+[[ "${1:-}" == "--test-tools" ]] && components+=("${test_tools[@]}")
 
 for entry in "${components[@]}"; do
   IFS='|' read -r name version module binaries packages <<<"$entry"

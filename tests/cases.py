@@ -154,6 +154,35 @@ BAD_MANIFESTS: list[tuple[str, dict[str, Any], str]] = [
         manifest(model_type="custom", image="ghcr.io/acme/m:1", port=9090),
         "spec.port",
     ),
+    (
+        "endpoint-url-without-s3",
+        manifest(
+            model_type="sklearn",
+            model_uri="gs://models/iris",
+            storage={"endpoint_url": "http://minio.storage:9000"},
+        ),
+        "spec.storage.endpoint_url",
+    ),
+    (
+        "secret-for-a-mounted-model",
+        manifest(model_type="sklearn", model_uri="pvc://models/iris", storage={"secret_name": "s"}),
+        "spec.storage.secret_name",
+    ),
+    (
+        "service-account-without-model-uri",
+        manifest(model_type="sklearn", storage={"service_account_name": "fetcher"}),
+        "spec.storage.service_account_name",
+    ),
+    (
+        "size-limit-lots",
+        manifest(model_type="sklearn", model_uri="s3://m/iris", storage={"size_limit": "lots"}),
+        "spec.storage.size_limit",
+    ),
+    (
+        "secret-name-not-a-name",
+        manifest(model_type="sklearn", model_uri="s3://m/iris", storage={"secret_name": "S_3"}),
+        "spec.storage.secret_name",
+    ),
 ]
 
 # Every Unicode White_Space character, which no URI or image reference may hold; the fuzz that

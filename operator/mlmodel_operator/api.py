@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from mlmodel_operator.fetch.uri import FETCHED_SCHEMES, is_fetched
+
 GROUP = "machine-learning.org"
 VERSION = "v1"
 KIND = "MLModelDeployment"
@@ -155,6 +157,13 @@ _NO_WHITESPACE = f"[^{WHITESPACE}]+"
 MODEL_URI_PATTERN = f"^(s3|gs|https|pvc|hf)://{_NO_WHITESPACE}$"
 REFERENCE_URI_PATTERN = f"^(https?://|/){_NO_WHITESPACE}$"
 IMAGE_PATTERN = f"^{_NO_WHITESPACE}$"
+ENDPOINT_URL_PATTERN = f"^https?://{_NO_WHITESPACE}$"
+# Names of Secrets and ServiceAccounts (DNS subdomains).
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+FETCHED_URI_CEL = (
+    f"has(self.model_uri) && self.model_uri.matches('^({'|'.join(FETCHED_SCHEMES)})://')"
+)
+DEFAULT_MODEL_SIZE_LIMIT = "20Gi"
 # Ports the monitoring sidecar listens on in every model pod.
 SIDECAR_PROXY_PORT = 8480
 SIDECAR_METRICS_PORT = 9090
@@ -316,6 +325,54 @@ class Monitoring(CRDModel):
     )
 
 
+class Storage(CRDModel):
+    """How the storage initializer downloads model_uri (s3://, gs://, https://) into the
+    model pod's volume. Credentials reach the initializer only, never the model server."""
+
+    secret_name: Annotated[str, Field(max_length=253, pattern=OBJECT_NAME_PATTERN)] | None = Field(
+        None,
+        description="Secret in the model's namespace whose keys become the initializer's "
+        "environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN, "
+        "AWS_REGION, AWS_ROLE_ARN) for s3://; GOOGLE_CREDENTIALS_JSON (a service-account "
+        "key or workload identity federation configuration) for gs://; HTTP_AUTHORIZATION "
+        "(an Authorization header) for https://. Unset: the ServiceAccount's identity, or "
+        "anonymous access.",
+    )
+    endpoint_url: Annotated[str, Field(max_length=2048, pattern=ENDPOINT_URL_PATTERN)] | None = (
+        Field(
+            None,
+            description="S3-compatible endpoint for s3:// (MinIO, Ceph, R2, ...), e.g. "
+            "https://minio.storage:9000. Unset: AWS S3. Only with an s3:// model_uri.",
+        )
+    )
+    service_account_name: (
+        Annotated[str, Field(max_length=253, pattern=OBJECT_NAME_PATTERN)] | None
+    ) = Field(
+        None,
+        description="ServiceAccount of the model pods, for workload identity: its token, with "
+        "the audience token_audience, is mounted into the initializer alone (for s3:// as "
+        "AWS_WEB_IDENTITY_TOKEN_FILE, with AWS_ROLE_ARN from the Secret).",
+    )
+    token_audience: str = Field(
+        "sts.amazonaws.com",
+        min_length=1,
+        max_length=512,
+        description="Audience of the ServiceAccount token given to the initializer (AWS: "
+        "sts.amazonaws.com; GCP: the workload identity provider's audience).",
+    )
+    size_limit: str = Field(
+        DEFAULT_MODEL_SIZE_LIMIT,
+        max_length=32,
+        pattern=MEMORY_PATTERN,
+        description="Size limit of the volume the model is downloaded into (same units as "
+        "memory_requirements). A model larger than this is refused before it is downloaded.",
+    )
+
+    @property
+    def size_limit_bytes(self) -> int:
+        return parse_memory(self.size_limit)  # MEMORY_PATTERN is what parse_memory accepts
+
+
 class MLModelDeploymentSpec(CRDModel):
     """The desired state: which model to serve, on what hardware, with what monitoring."""
 
@@ -355,6 +412,10 @@ class MLModelDeploymentSpec(CRDModel):
         default_factory=Monitoring,  # type: ignore[arg-type]
         description="Performance and drift monitoring by the sidecar.",
     )
+    storage: Storage = Field(
+        default_factory=Storage,  # type: ignore[arg-type]
+        description="Credentials, endpoint and volume size for downloading model_uri.",
+    )
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -386,6 +447,32 @@ class MLModelDeploymentSpec(CRDModel):
             holds=lambda s: s.port not in (SIDECAR_PROXY_PORT, SIDECAR_METRICS_PORT),
             field_path=".port",
             reason="FieldValueInvalid",
+        ),
+        Rule(
+            cel="!has(self.storage.endpoint_url) || "
+            "(has(self.model_uri) && self.model_uri.startsWith('s3://'))",
+            message="storage.endpoint_url is only for an s3:// model_uri",
+            holds=lambda s: (
+                s.storage.endpoint_url is None or (s.model_uri or "").startswith("s3://")
+            ),
+            field_path=".storage.endpoint_url",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel=f"!has(self.storage.secret_name) || ({FETCHED_URI_CEL})",
+            message="storage.secret_name is only for a model_uri the storage initializer "
+            "downloads (s3://, gs://, https://)",
+            holds=lambda s: s.storage.secret_name is None or is_fetched(s.model_uri),
+            field_path=".storage.secret_name",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel=f"!has(self.storage.service_account_name) || ({FETCHED_URI_CEL})",
+            message="storage.service_account_name is only for a model_uri the storage "
+            "initializer downloads (s3://, gs://, https://)",
+            holds=lambda s: s.storage.service_account_name is None or is_fetched(s.model_uri),
+            field_path=".storage.service_account_name",
+            reason="FieldValueForbidden",
         ),
     )
 

@@ -101,7 +101,8 @@ def foreign_view(body: dict[str, Any]) -> dict[str, Any]:
 
 def pod_view(body: dict[str, Any]) -> dict[str, Any]:
     """A Pod reduced to what the status reports: readiness, the scheduler's verdict, containers
-    waiting (and why), the model version, and whether it is terminating. Fields that change
+    waiting (and why) or failed (with their message), the model version, and whether it is
+    terminating. Fields that change
     without changing any of these (IPs, timestamps, restart counts) are left out, so that their
     changes do not trigger a reconcile."""
     meta = body.get("metadata") or {}
@@ -118,17 +119,34 @@ def pod_view(body: dict[str, Any]) -> dict[str, Any]:
         for c in status.get("conditions") or []
         if c.get("type") in _POD_CONDITIONS
     ]
-    containers = []
-    for container in status.get("containerStatuses") or []:
-        waiting = (container.get("state") or {}).get("waiting")
-        entry: dict[str, Any] = {"name": container.get("name")}
-        if waiting:
-            entry["state"] = {"waiting": _pick(waiting, ("reason", "message"))}
-        containers.append(entry)
-    return {
-        "metadata": view_meta,
-        "status": {"conditions": conditions, "containerStatuses": containers},
-    }
+    containers = [_container_view(c) for c in status.get("containerStatuses") or []]
+    init_containers = [_container_view(c) for c in status.get("initContainerStatuses") or []]
+    view_status: dict[str, Any] = {"conditions": conditions, "containerStatuses": containers}
+    if init_containers:
+        view_status["initContainerStatuses"] = init_containers
+    return {"metadata": view_meta, "status": view_status}
+
+
+def _failed_run(state: dict[str, Any] | None) -> dict[str, Any] | None:
+    terminated = (state or {}).get("terminated")
+    if not terminated or terminated.get("exitCode", 0) == 0:
+        return None
+    return _pick(terminated, ("exitCode", "reason", "message"))
+
+
+def _container_view(container: dict[str, Any]) -> dict[str, Any]:
+    """A container's name, why it waits, and its last failed run with the termination message
+    (an init container's: the model fetcher's one line). Successful runs and restart counts are
+    left out: they change without changing what the status says."""
+    entry: dict[str, Any] = {"name": container.get("name")}
+    state = container.get("state") or {}
+    if waiting := state.get("waiting"):
+        entry["state"] = {"waiting": _pick(waiting, ("reason", "message"))}
+    elif failed := _failed_run(state):
+        entry["state"] = {"terminated": failed}
+    if failed := _failed_run(container.get("lastState")):
+        entry["lastState"] = {"terminated": failed}
+    return entry
 
 
 def _encode(view: dict[str, Any]) -> bytes:

@@ -44,7 +44,9 @@ class OperatorConfig(BaseModel):
         0, ge=0, description="API requests allowed in a burst under --api-qps; 0: as many as qps"
     )
     runtime_catalog: Path | None = Field(None, description="YAML/JSON runtime overrides")
-    monitor_image: str = Field(DEFAULT_IMAGE, description="image of the monitoring sidecar")
+    monitor_image: str = Field(
+        DEFAULT_IMAGE, description="image of the monitoring sidecar and the model fetcher"
+    )
     # Longer than the model server's startup probe budget (builders/deployment.py): a large model
     # still loading is not yet a stalled rollout.
     progress_deadline_seconds: int = Field(1200, ge=10, description="Deployment progress deadline")

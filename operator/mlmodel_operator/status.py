@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlmodel_operator.builders import MonitoringSetup
+from mlmodel_operator.builders.fetch import FETCH_CONTAINER
 from mlmodel_operator.builders.meta import VERSION_LABEL
 
 READY, PROGRESSING, AVAILABLE, SCHEDULED = "Ready", "Progressing", "Available", "Scheduled"
@@ -95,15 +96,54 @@ STUCK_CONTAINER_REASONS = {
 
 
 def stuck_containers(pods: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    """(container, reason, message) of containers waiting in a state they will not leave."""
+    """(container, reason, message) of containers waiting in a state they will not leave,
+    init containers included (an image that cannot be pulled, a Secret that does not exist)."""
     out = []
     for pod in pods:
         if _is_terminating(pod):
             continue
-        for container in pod.get("status", {}).get("containerStatuses") or []:
+        status = pod.get("status", {})
+        statuses = (status.get("initContainerStatuses") or []) + (
+            status.get("containerStatuses") or []
+        )
+        for container in statuses:
             waiting = (container.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") in STUCK_CONTAINER_REASONS:
                 out.append((container["name"], waiting["reason"], waiting.get("message", "")))
+    return out
+
+
+# Init containers whose failure has a name of its own in status.
+INIT_FAILURE_REASONS = {FETCH_CONTAINER: "ModelFetchFailed"}
+
+
+def failed_init_containers(pods: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(container, reason, message) of init containers whose last run failed, with what the
+    container wrote to its termination message (the fetcher's one line): a retry loop
+    (CrashLoopBackOff) is reported with its cause. A retry under way still shows the failure
+    until it succeeds, so that status does not flap with every attempt."""
+    out = []
+    for pod in pods:
+        if _is_terminating(pod):
+            continue
+        for container in pod.get("status", {}).get("initContainerStatuses") or []:
+            state = container.get("state") or {}
+            failed = state.get("terminated") or (container.get("lastState") or {}).get("terminated")
+            if not failed or failed.get("exitCode", 0) == 0:
+                continue
+            name = container["name"]
+            # The last line: all there is of the fetcher's message, and the exception of a
+            # traceback that the kubelet took from the log (FallbackToLogsOnError).
+            lines = (failed.get("message") or "").strip().splitlines()
+            message = (
+                lines[-1].strip()
+                if lines
+                else (
+                    f"container {name} exited with code {failed.get('exitCode')} "
+                    f"({failed.get('reason', 'Error')})"
+                )
+            )
+            out.append((name, INIT_FAILURE_REASONS.get(name, "InitContainerFailed"), message))
     return out
 
 
@@ -186,6 +226,13 @@ def _blocked(obs: Observation, deployment: dict[str, Any], scheduling: Cond) -> 
         return Cond("False", reason, replica_failure.get("message", ""))
     if scheduling.status == "False":
         return scheduling
+    # Before the waiting states: a failed init container waits in CrashLoopBackOff, whose
+    # message says nothing of why.
+    if failed := failed_init_containers(obs.pods):
+        _, reason, message = failed[0]
+        if len(failed) > 1:
+            message += f" (and {len(failed) - 1} more pod(s))"
+        return Cond("False", reason, message)
     if stuck := stuck_containers(obs.pods):
         container, reason, message = stuck[0]
         detail = f"container {container}: {reason}: {message}".strip()

@@ -129,12 +129,12 @@ def replay_builder(root: Path) -> Path:
     return venv
 
 
-def test_package_installs_as_the_dockerfile_does_and_both_entry_points_start(
+def test_package_installs_as_the_dockerfile_does_and_its_entry_points_start(
     tmp_path: Path,
 ) -> None:
     assert sys.version_info[:2] == (3, 11), "the image runs Python 3.11"
     venv = replay_builder(tmp_path)
-    for command in ("mlmodel-operator", "mlmodel-monitor"):
+    for command in ("mlmodel-operator", "mlmodel-monitor", "mlmodel-fetch"):
         result = subprocess.run(
             [str(venv / "bin" / command), "--help"],
             capture_output=True,

@@ -78,8 +78,8 @@ def test_any_string_the_api_server_admits_is_applied(models: Models) -> None:
     obj = models.wait_ready()
 
     assert "ReconcileError" not in str(obj["status"])
-    env = {e.name: e.value for e in models.deployment().spec.template.spec.containers[0].env}
-    assert env["MLSERVER_MODEL_URI"] == uri
+    # The storage initializer gets the URI to download as it is.
+    assert models.deployment().spec.template.spec.init_containers[0].args[0] == uri
     data = models.core.read_namespaced_config_map(f"{NAME}-monitor", models.namespace).data
     assert json.loads(data["config.json"])["drift"]["reference_uri"] == reference
 

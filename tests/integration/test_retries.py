@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import json
 import ssl
-import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +20,7 @@ from kubernetes import client
 from cases import founding_manifest
 from kube_helpers import TestCluster, wait_until
 from model_helpers import NAME, Models
+from procs import self_signed_certificate
 
 FIELD_MANAGER = "mlmodel-operator"
 EDITED_LABEL = "app.kubernetes.io/part-of"
@@ -74,13 +74,7 @@ class FailingWebhook:
 
 @pytest.fixture
 def webhook(cluster: TestCluster, namespace: str, tmp_path: Path) -> Iterator[FailingWebhook]:
-    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed_certificate(tmp_path)
     server = FailingWebhook(cert, key)
     admission = client.AdmissionregistrationV1Api(cluster.api)
     name = f"fail-operator-writes-{namespace}"

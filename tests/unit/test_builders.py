@@ -172,12 +172,13 @@ def test_installation_catalog_overrides(tmp_path: Any) -> None:
 @pytest.mark.parametrize(
     ("model_type", "uri", "arg", "env", "claim"),
     [
-        ("neural_network", "s3://bucket/repo", "--model-repository=s3://bucket/repo", None, None),
+        # Object storage and the web are downloaded by the storage initializer into /mnt/models.
+        ("neural_network", "s3://bucket/repo", "--model-repository=/mnt/models", None, None),
         ("neural_network", None, "--model-repository=/mnt/models", None, None),
         ("onnx", "pvc://models/resnet", "--model-repository=/mnt/models/resnet", None, "models"),
-        ("sklearn", "gs://b/iris", None, ("MLSERVER_MODEL_URI", "gs://b/iris"), None),
+        ("sklearn", "gs://b/iris", None, ("MLSERVER_MODEL_URI", "/mnt/models"), None),
         ("huggingface", "hf://org/bert", "--model_id=org/bert", None, None),
-        ("custom", "https://x/y", None, ("MODEL_URI", "https://x/y"), None),
+        ("custom", "https://x/y", None, ("MODEL_URI", "/mnt/models"), None),
     ],
 )
 def test_model_uri_reaches_the_runtime_its_way(
@@ -300,19 +301,20 @@ def volume_for(pod: dict[str, Any], container: dict[str, Any], path: str) -> dic
 
 
 @pytest.mark.parametrize(
-    ("model_uri", "repository", "explicit", "volume"),
+    ("model_uri", "repository", "explicit", "volume", "read_only"),
     [
         # No artifact: an empty, writable repository and explicit model control, so the server
         # starts with no model and models can be loaded through its repository API.
-        (None, "/mnt/models", True, "emptyDir"),
-        # Triton reads object storage itself: the URI is the repository.
-        ("s3://bucket/models", "s3://bucket/models", False, None),
-        ("gs://bucket/models", "gs://bucket/models", False, None),
-        ("pvc://claim/triton", "/mnt/models/triton", False, "persistentVolumeClaim"),
+        (None, "/mnt/models", True, "emptyDir", False),
+        # Triton could read object storage itself, but then it would need the credentials: the
+        # storage initializer downloads the repository, which Triton only reads.
+        ("s3://bucket/models", "/mnt/models", False, "emptyDir", True),
+        ("gs://bucket/models", "/mnt/models", False, "emptyDir", True),
+        ("pvc://claim/triton", "/mnt/models/triton", False, "persistentVolumeClaim", True),
     ],
 )
 def test_triton_container_follows_its_documentation(
-    model_uri: str | None, repository: str, explicit: bool, volume: str | None
+    model_uri: str | None, repository: str, explicit: bool, volume: str, read_only: bool
 ) -> None:
     """Flags, ports, paths and probes as Triton documents them (`tritonserver --help`; the
     model management guide; the KServe v2 health endpoints), since no Triton runs here."""
@@ -335,13 +337,10 @@ def test_triton_container_follows_its_documentation(
         ("livenessProbe", "/v2/health/live"),
     ):
         assert server[probe]["httpGet"] == {"path": path, "port": "model-http"}
-    if volume:
-        mounted = volume_for(pod, server, "/mnt/models")
-        assert volume in mounted
-        # Explicit mode may write models into the repository; a claim is only read.
-        assert mounted["readOnly"] == (volume == "persistentVolumeClaim")
-    else:
-        assert all(m["mountPath"] != "/mnt/models" for m in server["volumeMounts"])
+    mounted = volume_for(pod, server, "/mnt/models")
+    assert volume in mounted
+    # Explicit mode may write models into the repository; a claim or a download is only read.
+    assert mounted["readOnly"] == read_only
     # The root filesystem is read-only: Triton's scratch space and HOME are the /tmp volume.
     assert volume_for(pod, server, "/tmp")["emptyDir"] == {}
     assert {"name": "HOME", "value": "/tmp"} in server["env"]

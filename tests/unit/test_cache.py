@@ -7,6 +7,7 @@ import copy
 from typing import Any
 
 from mlmodel_operator.cache import Cache, child_view, pod_view
+from mlmodel_operator.status import failed_init_containers
 
 INSTANCE = "app.kubernetes.io/instance"
 
@@ -81,6 +82,42 @@ def test_pod_view_keeps_what_the_status_reads_only() -> None:
         {"name": "c", "state": {"waiting": {"reason": "ErrImagePull"}}}
     ]
     assert "spec" not in view and "podIP" not in view["status"]
+
+
+def test_pod_view_keeps_a_failed_init_container_with_its_message() -> None:
+    # The model fetcher in back-off: the status reports its termination message.
+    fetcher = {
+        "name": "model-fetch",
+        "restartCount": 3,
+        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+        "lastState": {
+            "terminated": {
+                "exitCode": 1,
+                "reason": "Error",
+                "message": "s3://models/m: AccessDenied",
+                "finishedAt": "2026-01-01T00:00:00Z",
+            }
+        },
+    }
+    done = {"name": "other", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+    view = pod_view(pod(initContainerStatuses=[fetcher, done]))
+    assert view["status"]["initContainerStatuses"] == [
+        {
+            "name": "model-fetch",
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+            "lastState": {
+                "terminated": {
+                    "exitCode": 1,
+                    "reason": "Error",
+                    "message": "s3://models/m: AccessDenied",
+                }
+            },
+        },
+        {"name": "other"},
+    ]
+    assert failed_init_containers([view]) == [
+        ("model-fetch", "ModelFetchFailed", "s3://models/m: AccessDenied")
+    ]
 
 
 def test_child_view_drops_managed_fields_and_keeps_deployment_status() -> None:

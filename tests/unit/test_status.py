@@ -494,3 +494,161 @@ def test_monitoring_condition() -> None:
     operator = monitoring_condition(MonitoringSetup(True, True, "s3://b/ref.csv"))
     assert operator.reason == "ServiceMonitorReady" and "s3://b/ref.csv" in operator.message
     assert monitoring_condition(None).status == "Unknown"
+
+
+# --- the model fetcher (init container) -------------------------------------------------------
+
+FETCH_FAILURE = "s3://models/iris: AccessDenied: Access Denied."
+CRASH_LOOP = {
+    "reason": "CrashLoopBackOff",
+    "message": "back-off 20s restarting failed container=model-fetch pod=m-7d9-x",
+}
+
+
+def fetch_status(
+    state: dict[str, Any], last: dict[str, Any] | None = None, name: str = "model-fetch"
+) -> dict[str, Any]:
+    return {"name": name, "ready": False, "state": state, "lastState": last or {}}
+
+
+def failed_run(message: str = FETCH_FAILURE + "\n", code: int = 1) -> dict[str, Any]:
+    reason = "OOMKilled" if code == 137 else "Error"
+    return {"terminated": {"exitCode": code, "reason": reason, "message": message}}
+
+
+def initializing_pod(*init: dict[str, Any], version: str = "v2") -> dict[str, Any]:
+    """A pod still initializing: its model server waits for the init containers."""
+    waiting = {"waiting": {"reason": "PodInitializing"}}
+    return {
+        "metadata": {"labels": {"app.kubernetes.io/version": version}},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Initialized", "status": "False", "reason": "ContainersNotInitialized"},
+                {"type": "Ready", "status": "False"},
+            ],
+            "initContainerStatuses": list(init),
+            "containerStatuses": [{"name": "model-server", "ready": False, "state": waiting}],
+        },
+    }
+
+
+NEW_POD_ONLY = deployment(ready=0, available=0)
+# (id, init container status, phase, Ready reason, Ready message after "generation 1: ")
+FETCH_TABLE = [
+    (
+        "failed-in-crash-loop",
+        fetch_status({"waiting": CRASH_LOOP}, failed_run()),
+        "Failed",
+        "ModelFetchFailed",
+        FETCH_FAILURE,
+    ),
+    (
+        "failed-first-run",
+        fetch_status(failed_run()),
+        "Failed",
+        "ModelFetchFailed",
+        FETCH_FAILURE,
+    ),
+    # A retry under way keeps the last failure rather than flapping to RollingOut and back.
+    (
+        "retrying-after-a-failure",
+        fetch_status({"running": {"startedAt": "2026-01-01T00:00:00Z"}}, failed_run()),
+        "Failed",
+        "ModelFetchFailed",
+        FETCH_FAILURE,
+    ),
+    (
+        "killed-without-a-message",
+        fetch_status({"waiting": CRASH_LOOP}, failed_run("", 137)),
+        "Failed",
+        "ModelFetchFailed",
+        "container model-fetch exited with code 137 (OOMKilled)",
+    ),
+    # FallbackToLogsOnError: the kubelet took the log's tail; its last line is the exception.
+    (
+        "traceback-from-the-log",
+        fetch_status(failed_run("Traceback (most recent call last):\n  ...\nMemoryError\n")),
+        "Failed",
+        "ModelFetchFailed",
+        "MemoryError",
+    ),
+    (
+        "missing-secret",
+        fetch_status(
+            {
+                "waiting": {
+                    "reason": "CreateContainerConfigError",
+                    "message": 'secret "s3-creds" not found',
+                }
+            }
+        ),
+        "Failed",
+        "CreateContainerConfigError",
+        'container model-fetch: CreateContainerConfigError: secret "s3-creds" not found',
+    ),
+    (
+        "fetcher-image-cannot-be-pulled",
+        fetch_status({"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling"}}),
+        "Failed",
+        "ImagePullBackOff",
+        "container model-fetch: ImagePullBackOff: Back-off pulling",
+    ),
+    (
+        "downloading",
+        fetch_status({"running": {"startedAt": "2026-01-01T00:00:00Z"}}),
+        "Progressing",
+        "RollingOut",
+        None,
+    ),
+    (
+        "fetched-then-the-server-starts",
+        fetch_status({"terminated": {"exitCode": 0, "reason": "Completed"}}, failed_run()),
+        "Progressing",
+        "RollingOut",
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "init", "phase", "reason", "message"),
+    FETCH_TABLE,
+    ids=[row[0] for row in FETCH_TABLE],
+)
+def test_fetch_status_table(
+    case: str, init: dict[str, Any], phase: str, reason: str, message: str | None
+) -> None:
+    got_phase, conditions = evaluate(obs(deployment=NEW_POD_ONLY, pods=[initializing_pod(init)]))
+    assert got_phase == phase
+    assert (conditions["Ready"].status, conditions["Ready"].reason) == ("False", reason)
+    if message is not None:
+        assert conditions["Ready"].message == f"generation 1: {message}"
+        assert conditions["Progressing"].status == "False"
+        assert conditions["Progressing"].reason == reason
+
+
+def test_a_failed_fetch_under_old_replicas_degrades_and_is_named_once_per_pod() -> None:
+    failing = fetch_status({"waiting": CRASH_LOOP}, failed_run())
+    observation = obs(
+        desired_replicas=2,
+        model_version="v2",
+        deployment=deployment(replicas=3, updated=1, ready=2, available=2),
+        pods=[pod(), pod(), initializing_pod(failing), initializing_pod(failing)],
+    )
+    phase, conditions = evaluate(observation)
+    assert phase == "Degraded"
+    assert conditions["Ready"].reason == "ModelFetchFailed"
+    assert conditions["Ready"].message == (
+        f"{FETCH_FAILURE} (and 1 more pod(s)); 2 of 2 replicas serving "
+        "(generation 1 (model_version v2) blocked)"
+    )
+
+
+def test_a_failed_fetch_is_a_warning_event_with_the_fetchers_line() -> None:
+    failing = initializing_pod(fetch_status({"waiting": CRASH_LOOP}, failed_run()))
+    status = compute_status(obs(deployment=NEW_POD_ONLY, pods=[failing]), {}, NOW)
+    [event] = transition_events({}, status)
+    assert (event.type, event.reason) == ("Warning", "ModelFetchFailed")
+    assert event.message == f"generation 1: {FETCH_FAILURE}"

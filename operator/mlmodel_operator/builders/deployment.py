@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from mlmodel_operator import api
+from mlmodel_operator.builders.fetch import (
+    EKS_SKIP_CONTAINERS,
+    build_fetch_container,
+    model_volume,
+)
 from mlmodel_operator.builders.meta import (
     RESTRICTED_CONTAINER_SECURITY,
     Owner,
@@ -15,6 +20,7 @@ from mlmodel_operator.builders.meta import (
     selector_labels,
 )
 from mlmodel_operator.builders.monitor import build_monitor_container
+from mlmodel_operator.fetch.uri import is_fetched
 from mlmodel_operator.monitor.settings import MonitorSettings
 from mlmodel_operator.runtimes import MLSERVER_IMPLEMENTATIONS, MODEL_DIR, Runtime
 
@@ -58,8 +64,14 @@ def model_location(
         )
         mounts.append({"name": "model-store", "mountPath": MODEL_DIR, "readOnly": True})
         location = f"{MODEL_DIR}/{sub_path}".rstrip("/")
+    elif is_fetched(uri):
+        # Downloaded by the storage initializer, for every runtime (Triton, which could read
+        # s3:// and gs:// itself, too): so the credentials reach the initializer alone.
+        volumes.append(model_volume(spec))
+        mounts.append({"name": "model-store", "mountPath": MODEL_DIR, "readOnly": True})
+        location = MODEL_DIR
     else:
-        location = uri  # s3://, gs://, https:// and hf:// go to the runtime as they are
+        location = uri  # hf:// for a runtime without a hub flag goes as it is
     args = [f"{runtime.model_flag}={location}"] if runtime.model_flag else []
     if empty:
         args += runtime.args_without_model
@@ -215,6 +227,14 @@ def build_deployment(
         "volumes": volumes,
         **gpu_placement(spec),
     }
+    if is_fetched(spec.model_uri):
+        # The fetcher runs the sidecar's image: our own, whatever the model server's is.
+        fetcher, fetch_volumes = build_fetch_container(spec, monitor_image)
+        pod_spec["initContainers"] = [fetcher]
+        volumes += fetch_volumes
+        if account := spec.storage.service_account_name:
+            pod_spec["serviceAccountName"] = account
+            annotations[EKS_SKIP_CONTAINERS] = ",".join(c["name"] for c in containers)
     template_meta: dict[str, Any] = {"labels": labels(owner, spec)}
     if annotations:
         template_meta["annotations"] = annotations
