@@ -2,8 +2,9 @@
 # Build the pinned control-plane binaries (and helm) from Go modules into a per-user cache.
 # Only what is missing is built; a cold build takes several minutes per component on 2 cores.
 #
-#   hack/build-binaries.sh            build everything missing
-#   hack/build-binaries.sh --print    print the cache directory of each component and exit
+#   hack/build-binaries.sh              build the control plane's binaries that are missing
+#   hack/build-binaries.sh --real-node  also those of the real node (hack/realnode.py)
+#   hack/build-binaries.sh --print      print the cache directory of each component and exit
 #
 # The cache root is $MLMODEL_CACHE_DIR, else ${XDG_CACHE_HOME:-~/.cache}/mlmodel-operator.
 set -euo pipefail
@@ -16,19 +17,33 @@ KUBERNETES_VERSION=v1.36.3
 ETCD_VERSION=v3.6.8
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
+# The real node's (opt-in).
+CONTAINERD_VERSION=v2.4.2
+COREDNS_VERSION=v1.14.7
+# Our own node tools (pause, cri-teardown) are versioned by the hash of their sources.
+NODETOOLS_VERSION=$(cd "$here/tools/nodetools" && cat go.mod go.sum ./*/*.go | sha256sum | cut -c1-12)
 
-# component|version|tools module|binaries (space separated)|packages
+# component|version|tools module|binaries (space separated)|packages|build tags
 components=(
-  "kubernetes|$KUBERNETES_VERSION|kubernetes|kube-apiserver kube-controller-manager kube-scheduler kubectl|k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl"
-  "etcd|$ETCD_VERSION|etcd|etcd|go.etcd.io/etcd/server/v3"
-  "kwok|$KWOK_VERSION|kwok|kwok|sigs.k8s.io/kwok/cmd/kwok"
-  "helm|$HELM_VERSION|helm|helm|helm.sh/helm/v3/cmd/helm"
+  "kubernetes|$KUBERNETES_VERSION|kubernetes|kube-apiserver kube-controller-manager kube-scheduler kubectl|k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl|"
+  "etcd|$ETCD_VERSION|etcd|etcd|go.etcd.io/etcd/server/v3|"
+  "kwok|$KWOK_VERSION|kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|"
+  "helm|$HELM_VERSION|helm|helm|helm.sh/helm/v3/cmd/helm|"
+)
+real_node_components=(
+  "kubernetes-node|$KUBERNETES_VERSION|kubernetes|kubelet kube-proxy|k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy|"
+  # Static builds without the snapshotters that need C libraries; the shim without gRPC, as
+  # upstream's release builds it.
+  "containerd|$CONTAINERD_VERSION|containerd|containerd ctr|github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr|no_btrfs no_devmapper no_zfs"
+  "containerd-shim|$CONTAINERD_VERSION|containerd|containerd-shim-runc-v2|github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2|no_grpc"
+  "coredns|$COREDNS_VERSION|coredns|coredns|github.com/coredns/coredns|"
+  "nodetools|$NODETOOLS_VERSION|nodetools|pause cri-teardown|./pause ./cri-teardown|"
 )
 
 bin_dir() { echo "$cache/bin/$1-$2"; }
 
 if [[ "${1:-}" == "--print" ]]; then
-  for entry in "${components[@]}"; do
+  for entry in "${components[@]}" "${real_node_components[@]}"; do
     IFS='|' read -r name version _ _ _ <<<"$entry"
     bin_dir "$name" "$version"
   done
@@ -38,7 +53,7 @@ fi
 ldflags_for() {
   local name=$1 version=$2
   case "$name" in
-    kubernetes)
+    kubernetes|kubernetes-node)
       local minor build_date flags=""
       minor=$(echo "$version" | cut -d. -f2)
       build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -50,7 +65,9 @@ ldflags_for() {
       echo "-s -w$flags"
       ;;
     etcd) echo "-s -w" ;;
-    kwok) echo "-s -w" ;;
+    kwok | coredns | nodetools) echo "-s -w" ;;
+    containerd | containerd-shim)
+      echo "-s -w -X github.com/containerd/containerd/v2/version.Version=$version" ;;
     helm) echo "-s -w -X helm.sh/helm/v3/internal/version.version=$version" ;;
   esac
 }
@@ -67,8 +84,10 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 
+[[ "${1:-}" == "--real-node" ]] && components+=("${real_node_components[@]}")
+
 for entry in "${components[@]}"; do
-  IFS='|' read -r name version module binaries packages <<<"$entry"
+  IFS='|' read -r name version module binaries packages tags <<<"$entry"
   dir=$(bin_dir "$name" "$version")
   # shellcheck disable=SC2086
   if ! missing "$dir" $binaries; then
@@ -87,7 +106,7 @@ for entry in "${components[@]}"; do
   # shellcheck disable=SC2086
   if ! (cd "$here/tools/$module" &&
         CGO_ENABLED=0 GOFLAGS=-mod=readonly GONOSUMDB='*' GOSUMDB=off \
-        go build -trimpath -ldflags "$(ldflags_for "$name" "$version")" -o "$out" $packages); then
+        go build -trimpath -tags "$tags" -ldflags "$(ldflags_for "$name" "$version")" -o "$out" $packages); then
     rm -rf "$tmp"
     echo "error: building $name $version failed (see the Go output above). A failed module" >&2
     echo "       download means the Go module proxy ($(go env GOPROXY)) is unreachable." >&2
