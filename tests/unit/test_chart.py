@@ -243,3 +243,15 @@ def test_bad_values_are_refused_by_the_schema(value: str, message: str) -> None:
     assert result.returncode != 0
     assert "values don't meet the specifications of the schema" in result.stderr
     assert message in result.stderr
+
+
+def test_the_chart_creates_its_peering_object_and_the_operator_waits_for_it() -> None:
+    # The operator's pod can start before Helm creates the object; had the operator created it,
+    # `helm install` would fail on an object that already exists.
+    docs = render()
+    assert one(docs, "ClusterKopfPeering")
+    assert parse_args(container(docs)["args"], environ={}).peering_create is False
+    # The plain manifests (hack/render-manifests.sh) leave both to the operator.
+    docs = render("--set", "peering.createObjects=false")
+    assert not [d for d in docs if d["kind"] in ("ClusterKopfPeering", "KopfPeering")]
+    assert parse_args(container(docs)["args"], environ={}).peering_create is True
