@@ -5,9 +5,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CLUSTER := $(PYTHON) hack/localcluster.py
+# REAL_NODE=1: the local cluster also gets a real node (containerd, kubelet, kube-proxy, CoreDNS;
+# needs root), with the images of the operator and the model servers built and loaded.
+REAL_NODE ?=
+REAL_NODE_FLAG := $(if $(filter 1 yes true,$(REAL_NODE)),--real-node)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv binaries system-packages manifests cluster-up cluster-down env lint fmt crds test bench demo demo-down
+.PHONY: help venv binaries system-packages manifests cluster-up cluster-down real-node-up images env lint fmt crds test bench demo demo-down
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -21,12 +25,20 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed ## create .venv with the package and its test tools
 
 binaries: ## build the pinned control-plane binaries and helm (cached; slow only the first time)
-	bash hack/build-binaries.sh
+	bash hack/build-binaries.sh $(REAL_NODE_FLAG)
 
-cluster-up: binaries ## start the local control plane (reuses a healthy one)
-	$(CLUSTER) up
+cluster-up: binaries $(if $(REAL_NODE_FLAG),system-packages) ## start the local control plane (reuses a healthy one); REAL_NODE=1 adds a real node
+	$(CLUSTER) up $(REAL_NODE_FLAG)
+	$(if $(REAL_NODE_FLAG),$(PYTHON) hack/images.py load --dir "$${MLMODEL_CLUSTER_DIR:-.cluster}" >/dev/null)
 
-cluster-down: ## stop the local control plane; no process or port is left behind
+real-node-up: ## the local control plane with a real node: make cluster-up REAL_NODE=1
+	$(MAKE) cluster-up REAL_NODE=1
+
+images: system-packages ## build the real node's images with podman (cached by content)
+	bash hack/build-binaries.sh --real-node
+	$(PYTHON) hack/images.py build
+
+cluster-down: ## stop the local control plane (and real node); nothing is left behind
 	$(CLUSTER) down
 
 env: ## print shell exports for kubectl/helm: eval "$(make -s env)"
@@ -43,10 +55,12 @@ fmt: venv ## apply ruff fixes and formatting
 crds: venv ## regenerate crds/ and the README field table from api.py
 	$(BIN)/python -m mlmodel_operator.crdgen
 
-system-packages: ## Debian packages the tests use (openssl, prometheus); installs them as root
+system-packages: ## Debian packages the tests and the real node use; installs them as root
 	@bash hack/system-packages.sh
 
-test: venv binaries system-packages lint ## the whole suite: unit, integration and e2e against the local control plane
+# The real node's binaries are built when this machine can run one (root); else its tests skip.
+test: venv system-packages lint ## the whole suite: unit, integration, e2e and real-node tests
+	bash hack/build-binaries.sh $(if $(filter 0,$(shell id -u)),--real-node)
 	$(BIN)/pytest
 
 manifests: binaries ## render manifests/install.yaml from the chart (pinned helm)
