@@ -61,6 +61,7 @@ system-packages: ## Debian packages the tests and the real node use; installs th
 # The real node's binaries are built when this machine can run one (root); else its tests skip.
 test: venv system-packages lint ## the whole suite: unit, integration, e2e and real-node tests
 	bash hack/build-binaries.sh $(if $(filter 0,$(shell id -u)),--real-node)
+	$(if $(filter 0,$(shell id -u)),$(PYTHON) hack/images.py build >/dev/null)
 	$(BIN)/pytest
 
 manifests: binaries ## render manifests/install.yaml from the chart (pinned helm)

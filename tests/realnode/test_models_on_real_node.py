@@ -17,6 +17,9 @@ from kube_helpers import TestCluster
 from model_helpers import Models, condition
 from realnode_helpers import NODE, InstalledOperator, restricted_pod, wait_for_pod_phase
 
+# The first test also builds and imports the images when `make test` has not (minutes, cold).
+pytestmark = pytest.mark.timeout(1800)
+
 IRIS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.1, 4.7, 1.5], [6.3, 3.3, 6.0, 2.5]]
 REQUESTS = 5
 OPERATOR_UID = 65532
