@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -273,3 +274,15 @@ def test_alert_rules_follow_the_spec() -> None:
     tuned_rules = {r["alert"]: r for r in alert_rules(OWNER, tuned)}
     assert "MLModelDriftDetected" not in tuned_rules  # drift detection is inactive
     assert tuned_rules["MLModelHighLatency"]["expr"].endswith("> 0.25")
+
+
+def test_mlserver_is_ready_when_its_model_is() -> None:
+    # MLServer's server-wide readiness answers 200 with no model loaded (seen on the real node,
+    # a model that failed to load); the model's own endpoint does not.
+    built = children(spec(model_type="sklearn"))
+    server, _ = built["Deployment"]["spec"]["template"]["spec"]["containers"]
+    for probe in ("startupProbe", "readinessProbe"):
+        assert server[probe]["httpGet"]["path"] == "/v2/models/m/ready"
+    assert server["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    (monitor,) = (json.loads(text) for text in built["ConfigMap"]["data"].values())
+    assert monitor["upstream_ready_path"] == "/v2/models/m/ready"
