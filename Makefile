@@ -71,8 +71,10 @@ bench: venv ## benchmarks: sidecar added latency, drift check vs scipy (prints r
 	$(BIN)/python bench/drift_check.py
 	$(BIN)/python bench/sidecar_latency.py
 
-demo: venv binaries ## control plane, CRD and operator; the founding manifest applied and shown Ready
-	@bash hack/demo.sh
+DEMO := hack/$(if $(REAL_NODE_FLAG),demo-real-node.sh,demo.sh)
+
+demo: venv binaries $(if $(REAL_NODE_FLAG),system-packages) ## control plane, CRD and operator; the founding manifest applied and shown Ready (REAL_NODE=1: run for real)
+	@bash $(DEMO)
 
 demo-down: ## undo what the demo did: its operator and namespace, and the cluster if it started it
-	@bash hack/demo.sh down
+	@bash $(DEMO) down
