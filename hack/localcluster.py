@@ -562,6 +562,8 @@ class Cluster:
         # Keep the logs of the last run for diagnosis; the data and certificates go.
         if has_node:
             node.release_host()
+            for item in realnode.leftovers(node.store, self.root):
+                log(f"warning: the real node left {item}")
         for sub in ("etcd", "pki"):
             shutil.rmtree(self.root / sub, ignore_errors=True)
         self.state_file.unlink(missing_ok=True)

@@ -118,6 +118,11 @@ def unavailable_reason(bins: dict[str, Path], cluster_root: Path) -> str | None:
         and not Path("/sys/fs/cgroup/cgroup.controllers").exists()
     ):
         return "no memory cgroup controller under /sys/fs/cgroup"
+    if "overlay" not in Path("/proc/filesystems").read_text():
+        return "the kernel has no overlay filesystem (containerd's snapshotter)"
+    if not Path("/proc/sys/net/bridge").is_dir():
+        # Pods reach Services on their own bridge only through bridge netfilter.
+        return "the kernel has no bridge netfilter (br_netfilter)"
     missing = [
         f"{name} (Debian: {pkg})" for name, pkg in COMMANDS.items() if not shutil.which(name)
     ]
@@ -193,29 +198,33 @@ def setup_host_network() -> None:
         run("iptables", "-I", "FORWARD", "1", "-j", OUR_CHAIN)
 
 
+def node_chains(dump: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """From iptables-save output: the (table, chain) named like ours, kube-proxy's, the
+    kubelet's or the CNI plugins', and the (table, rule) of other chains that jump to them."""
+    table = ""
+    chains: list[tuple[str, str]] = []
+    jumps: list[tuple[str, str]] = []
+    for line in dump.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith(":"):
+            name = line[1:].split()[0]
+            if name.startswith(CHAIN_PREFIXES):
+                chains.append((table, name))
+        elif line.startswith("-A "):
+            parts = line.split()
+            target = parts[parts.index("-j") + 1] if "-j" in parts else ""
+            if not parts[1].startswith(CHAIN_PREFIXES) and target.startswith(CHAIN_PREFIXES):
+                jumps.append((table, line))
+    return chains, jumps
+
+
 def remove_chains() -> None:
-    """Remove every chain named like ours, kube-proxy's, the kubelet's or the CNI plugins', and
-    the rules that jump to them, in IPv4 and IPv6 and every table."""
+    """Remove the node's chains and the rules that jump to them, in IPv4 and IPv6."""
     for family in ("iptables", "ip6tables"):
         if not shutil.which(family):
             continue
-        dump = run(f"{family}-save", check=False).stdout
-        table = ""
-        jumps: list[tuple[str, list[str]]] = []
-        chains: list[tuple[str, str]] = []
-        for line in dump.splitlines():
-            if line.startswith("*"):
-                table = line[1:]
-            elif line.startswith(":"):
-                name = line[1:].split()[0]
-                if name.startswith(CHAIN_PREFIXES):
-                    chains.append((table, name))
-            elif line.startswith("-A "):
-                parts = line.split()
-                chain = parts[1]
-                target = parts[parts.index("-j") + 1] if "-j" in parts else ""
-                if not chain.startswith(CHAIN_PREFIXES) and target.startswith(CHAIN_PREFIXES):
-                    jumps.append((table, line))
+        chains, jumps = node_chains(run(f"{family}-save", check=False).stdout)
         for table, line in jumps:
             # iptables-save quotes comments; let the shell undo that.
             run("bash", "-c", f"{family} -t {table} -D {line[3:]}", check=False)
@@ -256,12 +265,8 @@ def leftover_chains() -> list[str]:
     found = []
     for family in ("iptables", "ip6tables"):
         if shutil.which(family):
-            dump = run(f"{family}-save", check=False).stdout
-            found += [
-                f"{family} {line[1:].split()[0]}"
-                for line in dump.splitlines()
-                if line.startswith(":") and line[1:].startswith(CHAIN_PREFIXES)
-            ]
+            chains, _ = node_chains(run(f"{family}-save", check=False).stdout)
+            found += [f"{family} -t {table} {name}" for table, name in chains]
     return found
 
 
