@@ -626,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
             print("up with a real node" if with_node else "up" if healthy else "down")
             return 0 if healthy else 1
         elif args.command == "can-run-real-node":
-            reason = realnode.unavailable_reason(binaries(real_node=True), cluster.root)
+            reason = realnode.unavailable_reason(all_binaries(), cluster.root)
             if reason:
                 print(reason)
                 return 1
