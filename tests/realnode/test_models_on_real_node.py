@@ -6,6 +6,9 @@ counted in the sidecar's metrics; and the resource is Ready only once its pods r
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import urllib.request
 import uuid
 from datetime import datetime
 from typing import Any
@@ -13,7 +16,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from kube_helpers import TestCluster
+from kube_helpers import TestCluster, wait_until
 from model_helpers import Models, condition
 from realnode_helpers import NODE, InstalledOperator, restricted_pod, wait_for_pod_phase
 
@@ -75,6 +78,35 @@ def call_from_a_pod(
     finally:
         logs = core.read_namespaced_pod_log(name, namespace)
     return json.loads(logs.strip().splitlines()[-1])
+
+
+def port_forwarded_get(
+    cluster: TestCluster, namespace: str, target: str, port: int, path: str
+) -> str:
+    """GET `path` from `target`'s `port` through `kubectl port-forward`."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        local = probe.getsockname()[1]
+    forward = subprocess.Popen(
+        ["kubectl", "port-forward", "-n", namespace, target, f"{local}:{port}"],
+        env=cluster.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    def answer() -> str | None:
+        assert forward.poll() is None, forward.stderr.read().decode() if forward.stderr else ""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{local}{path}", timeout=10) as resp:
+                return resp.read().decode()
+        except OSError:
+            return None  # not listening yet
+
+    try:
+        return wait_until(answer, what=f"{path} through a port-forward to {target}")
+    finally:
+        forward.terminate()
+        forward.wait()
 
 
 def requests_counted(metrics: str, model: str) -> float:
@@ -141,6 +173,20 @@ def test_operator_runs_in_cluster_on_the_real_node_from_the_built_image(
         "logs", "-n", in_cluster_operator.namespace, pod.metadata.name
     ).stdout.splitlines()
     assert logs and all(json.loads(line) for line in logs if line.startswith("{"))
+    # So do exec and port-forward (the API server's kubelet client certificate).
+    version = cluster.kubectl(
+        "exec", "-n", in_cluster_operator.namespace, pod.metadata.name, "--",
+        "python", "-c", "import mlmodel_operator; print(mlmodel_operator.__version__)",
+    ).stdout.strip()  # fmt: skip
+    assert version
+    metrics = port_forwarded_get(
+        cluster,
+        in_cluster_operator.namespace,
+        f"svc/{in_cluster_operator.release}-metrics",
+        8080,
+        "/metrics",
+    )
+    assert "mlmodel_operator_reconciles_total" in metrics
 
 
 def serve_and_call(
