@@ -3,7 +3,8 @@
 hack/localcluster.py calls this module when a cluster is started with `--real-node`. Pods placed
 on the node `real-node-1` really run (runc), really probe, and reach each other through
 ClusterIP Services (kube-proxy, iptables) and cluster DNS (CoreDNS). It needs root, and changes
-the host in ways `teardown` undoes completely:
+the host in ways `localcluster.py down` undoes completely (RealNode.teardown while the control
+plane still runs, RealNode.release_host after):
 
 - two bridges: `mlmnode0` carries the node's IP (the kubelet refuses a loopback one, and this
   host refuses dummy interfaces), `mlmpods0` the pods (made by the CNI bridge plugin);
@@ -582,10 +583,8 @@ class RealNode:
         self.socket = self.state_dir / "containerd.sock"
         self.host_file = cluster_root / "node-host.json"
 
-    # The host as it was before the node, for teardown.
     def save_host(self) -> None:
-        if self.host_file.exists():
-            return  # a re-run of up: keep what the host was before the first
+        """Record the host as it is before the node changes it, for release_host."""
         record = {
             "sysctls": read_sysctls(),
             "nft_tables": nft_tables(),
