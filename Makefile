@@ -58,10 +58,12 @@ crds: venv ## regenerate crds/ and the README field table from api.py
 system-packages: ## Debian packages the tests and the real node use; installs them as root
 	@bash hack/system-packages.sh
 
-# The real node's binaries are built when this machine can run one (root); else its tests skip.
+# The real node's binaries and images are built when this machine can run one (root, the
+# packages, the kernel features); else its tests skip, saying why.
 test: venv system-packages lint ## the whole suite: unit, integration, e2e and real-node tests
 	bash hack/build-binaries.sh $(if $(filter 0,$(shell id -u)),--real-node)
-	$(if $(filter 0,$(shell id -u)),$(PYTHON) hack/images.py build >/dev/null)
+	@if $(CLUSTER) can-run-real-node --dir "$${MLMODEL_TEST_CLUSTER_DIR:-.test-cluster}" >/dev/null; \
+	then $(PYTHON) hack/images.py build >/dev/null; fi
 	$(BIN)/pytest
 
 manifests: binaries ## render manifests/install.yaml from the chart (pinned helm)
