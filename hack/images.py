@@ -39,6 +39,8 @@ RECIPES = HACK / "images"
 NAMES = ["base", "pause", "operator", "mlserver", "kserve-sklearn"]
 BASE_SUITE = "bookworm"
 BASE_PACKAGES = ["python3", "python3-venv", "python-is-python3", "ca-certificates", "passwd"]
+# podman build's options; part of each image's hash, so a change rebuilds.
+BUILD_OPTIONS = ["--pull=never", "--network=host", "--layers=false"]
 # What the Dockerfile copies (and .dockerignore lets in).
 OPERATOR_CONTEXT = ["Dockerfile", "pyproject.toml", "README.md", "operator"]
 # Files of the repository an image's build context takes besides its recipe folder.
@@ -118,11 +120,11 @@ def tags() -> dict[str, str]:
         [RECIPES / "pause"], bin_dir("nodetools").name
     )
     tag["operator"] = "localhost/mlmodel-operator:" + digest_of(
-        [REPO / p for p in OPERATOR_CONTEXT], tag["base"]
+        [REPO / p for p in OPERATOR_CONTEXT], tag["base"], *BUILD_OPTIONS
     )
     for name in ("mlserver", "kserve-sklearn"):
         sources = [RECIPES / name, *EXTRA_CONTEXT.get(name, [])]
-        tag[name] = f"localhost/mlmodel-{name}:" + digest_of(sources, tag["base"])
+        tag[name] = f"localhost/mlmodel-{name}:" + digest_of(sources, tag["base"], *BUILD_OPTIONS)
     return tag
 
 
@@ -152,14 +154,15 @@ def build_base(image: str) -> None:
 
 def build_with(image: str, context: Path, containerfile: Path, base: str | None) -> None:
     log(f"building {image}")
-    args = ["build", "--pull=never", "--network=host", "--layers=false", "-t", image]
+    args = ["build", *BUILD_OPTIONS, "-t", image]
     args += ["-f", str(containerfile)]
     if base:
         args += ["--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"PYTHON_IMAGE={base}"]
-    # pip inside the build trusts what the host trusts (a TLS-intercepting proxy, say).
+    # pip inside the build (Debian's, which reads the system's bundle) trusts what the host
+    # trusts: a TLS-intercepting proxy, say. Mounted for the build only, not in the image.
     bundle = Path("/etc/ssl/certs/ca-certificates.crt")
     if bundle.exists():
-        args += ["--volume", f"{bundle}:{bundle}:ro", "--env", f"PIP_CERT={bundle}"]
+        args += ["--volume", f"{bundle}:{bundle}:ro"]
     # Build output goes to stderr: stdout carries the result (NAME=IMAGE as JSON).
     podman(*args, str(context), stdout=sys.stderr)
 
@@ -187,7 +190,22 @@ def build(names: list[str]) -> dict[str, str]:
                 for extra in EXTRA_CONTEXT.get(name, []):
                     shutil.copy2(extra, context / extra.name)
                 build_with(tag[name], context, context / "Containerfile", tag["base"])
+    # Earlier builds of the same images would only fill the disk; images built on an older base
+    # go first, so that the base is no longer anyone's parent when its turn comes.
+    for name in reversed(NAMES):
+        if name in wanted:
+            for old in podman_tags(name):
+                if old != tag[name]:
+                    podman("rmi", old, check=False, capture_output=True)
     return {name: tag[name] for name in NAMES if name in wanted}
+
+
+def podman_tags(name: str) -> list[str]:
+    out = podman(
+        "images", "--format", "{{.Repository}}:{{.Tag}}", f"localhost/mlmodel-{name}",
+        capture_output=True,
+    ).stdout  # fmt: skip
+    return out.split()
 
 
 def bin_dir(component: str) -> Path:
@@ -206,6 +224,8 @@ def import_into(socket: Path, built: dict[str, str]) -> None:
     listed = subprocess.run(
         [*ctr, "ls", "-q"], check=True, capture_output=True, text=True
     ).stdout.split()
+    for stale in stale_node_images(listed, set(built.values())):
+        subprocess.run([*ctr, "rm", "--sync", stale], capture_output=True)
     for image in built.values():
         if image in listed:
             continue
@@ -215,6 +235,25 @@ def import_into(socket: Path, built: dict[str, str]) -> None:
             podman("save", "--quiet", "--format=docker-archive", "-o", str(archive), image)
             # Its only chatter is a warning that cgroup v1 is deprecated.
             subprocess.run([*ctr, "import", str(archive)], check=True, capture_output=True)
+
+
+def stale_node_images(listed: list[str], current: set[str]) -> list[str]:
+    """The node keeps one build of each image, as podman does: other tags of the same
+    repositories go, and so do the image-ID references (sha256:...) that the CRI plugin adds,
+    except those of the images that stay (their IDs are podman's)."""
+    repositories = {image.rsplit(":", 1)[0] for image in current}
+    named = [ref for ref in listed if not ref.startswith("sha256:")]
+    stale = [r for r in named if r.rsplit(":", 1)[0] in repositories and r not in current]
+    ids = {ref: podman_id(ref) for ref in named if ref not in stale}
+    if None in ids.values():
+        return stale  # an image podman no longer has: its ID is unknown, keep every ID
+    return stale + [ref for ref in listed if ref.startswith("sha256:") and ref not in ids.values()]
+
+
+def podman_id(image: str) -> str | None:
+    result = podman("image", "inspect", "--format", "{{.Id}}", image, check=False,
+                    capture_output=True)  # fmt: skip
+    return f"sha256:{result.stdout.strip()}" if result.returncode == 0 else None
 
 
 def load(cluster_dir: Path, names: list[str]) -> dict[str, str]:
