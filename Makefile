@@ -5,9 +5,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CLUSTER := $(PYTHON) hack/localcluster.py
+# REAL_NODE=1: the local cluster also gets a real node (containerd, kubelet, kube-proxy, CoreDNS;
+# needs root), with the images of the operator and the model servers built and loaded.
+REAL_NODE ?=
+REAL_NODE_FLAG := $(if $(filter 1 yes true,$(REAL_NODE)),--real-node)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv binaries test-tools system-packages manifests cluster-up cluster-down env lint fmt crds test bench bench-scale demo demo-down
+.PHONY: help venv binaries test-tools system-packages manifests cluster-up cluster-down real-node-up images env lint fmt crds test bench bench-scale demo demo-down
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -21,15 +25,23 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed ## create .venv with the package and its test tools
 
 binaries: ## build the pinned control-plane binaries and helm (cached; slow only the first time)
-	bash hack/build-binaries.sh
+	bash hack/build-binaries.sh $(REAL_NODE_FLAG)
 
 test-tools: ## build the servers the tests fetch models from (MinIO, fake-gcs-server; cached)
 	bash hack/build-binaries.sh --test-tools
 
-cluster-up: binaries ## start the local control plane (reuses a healthy one)
-	$(CLUSTER) up
+cluster-up: binaries $(if $(REAL_NODE_FLAG),system-packages) ## start the local control plane (reuses a healthy one); REAL_NODE=1 adds a real node
+	$(CLUSTER) up $(REAL_NODE_FLAG)
+	$(if $(REAL_NODE_FLAG),$(PYTHON) hack/images.py load --dir "$${MLMODEL_CLUSTER_DIR:-.cluster}" >/dev/null)
 
-cluster-down: ## stop the local control plane; no process or port is left behind
+real-node-up: ## the local control plane with a real node: make cluster-up REAL_NODE=1
+	$(MAKE) cluster-up REAL_NODE=1
+
+images: system-packages ## build the real node's images with podman (cached by content)
+	bash hack/build-binaries.sh --real-node
+	$(PYTHON) hack/images.py build
+
+cluster-down: ## stop the local control plane (and real node); nothing is left behind
 	$(CLUSTER) down
 
 env: ## print shell exports for kubectl/helm: eval "$(make -s env)"
@@ -46,10 +58,15 @@ fmt: venv ## apply ruff fixes and formatting
 crds: venv ## regenerate crds/ and the README field table from api.py
 	$(BIN)/python -m mlmodel_operator.crdgen
 
-system-packages: ## Debian packages the tests use (openssl, prometheus); installs them as root
+system-packages: ## Debian packages the tests and the real node use; installs them as root
 	@bash hack/system-packages.sh
 
-test: venv binaries test-tools system-packages lint ## the whole suite: unit, integration and e2e against the local control plane
+# The test servers are always built; the real node's binaries and images when this machine can
+# run one (root, the packages, the kernel features), else its tests skip, saying why.
+test: venv system-packages lint ## the whole suite: unit, integration, e2e and real-node tests
+	bash hack/build-binaries.sh --test-tools $(if $(filter 0,$(shell id -u)),--real-node)
+	@if $(CLUSTER) can-run-real-node --dir "$${MLMODEL_TEST_CLUSTER_DIR:-.test-cluster}" >/dev/null; \
+	then $(PYTHON) hack/images.py build >/dev/null; fi
 	$(BIN)/pytest
 
 manifests: binaries ## render manifests/install.yaml from the chart (pinned helm)
@@ -64,8 +81,10 @@ SCALE_N ?= 100 300
 bench-scale: venv cluster-up ## the operator at scale vs a bare-client floor, N models (SCALE_N="100 300")
 	$(BIN)/python bench/scale.py $(SCALE_N)
 
-demo: venv binaries ## control plane, CRD and operator; the founding manifest applied and shown Ready
-	@bash hack/demo.sh
+DEMO := hack/$(if $(REAL_NODE_FLAG),demo-real-node.sh,demo.sh)
+
+demo: venv binaries $(if $(REAL_NODE_FLAG),system-packages) ## control plane, CRD and operator; the founding manifest applied and shown Ready (REAL_NODE=1: run for real)
+	@bash $(DEMO)
 
 demo-down: ## undo what the demo did: its operator and namespace, and the cluster if it started it
-	@bash hack/demo.sh down
+	@bash $(DEMO) down

@@ -2,7 +2,8 @@
 # Build the pinned control-plane binaries (and helm) from Go modules into a per-user cache.
 # Only what is missing is built; a cold build takes several minutes per component on 2 cores.
 #
-#   hack/build-binaries.sh               build everything missing
+#   hack/build-binaries.sh               build the control plane's binaries that are missing
+#   hack/build-binaries.sh --real-node   also those of the real node (hack/realnode.py)
 #   hack/build-binaries.sh --test-tools  also the servers only tests use (below)
 #   hack/build-binaries.sh --print       print the cache directory of each component and exit
 #
@@ -17,17 +18,31 @@ KUBERNETES_VERSION=v1.36.3
 ETCD_VERSION=v3.6.8
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.22.0
+# The real node's (opt-in).
+CONTAINERD_VERSION=v2.4.2
+COREDNS_VERSION=v1.14.7
+# Our own node tools (pause, cri-teardown) are versioned by the hash of their sources.
+NODETOOLS_VERSION=$(cd "$here/tools/nodetools" && cat go.mod go.sum ./*/*.go | sha256sum | cut -c1-12)
 # Servers the tests run the model fetcher against; test tools, never shipped in an image or a
 # chart (MinIO is AGPLv3).
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 FAKE_GCS_SERVER_VERSION=v1.56.1
 
-# component|version|tools module|binaries (space separated)|packages
+# component|version|tools module|binaries (space separated)|packages|build tags
 components=(
-  "kubernetes|$KUBERNETES_VERSION|kubernetes|kube-apiserver kube-controller-manager kube-scheduler kubectl|k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl"
-  "etcd|$ETCD_VERSION|etcd|etcd|go.etcd.io/etcd/server/v3"
-  "kwok|$KWOK_VERSION|kwok|kwok|sigs.k8s.io/kwok/cmd/kwok"
-  "helm|$HELM_VERSION|helm|helm|helm.sh/helm/v3/cmd/helm"
+  "kubernetes|$KUBERNETES_VERSION|kubernetes|kube-apiserver kube-controller-manager kube-scheduler kubectl|k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl|"
+  "etcd|$ETCD_VERSION|etcd|etcd|go.etcd.io/etcd/server/v3|"
+  "kwok|$KWOK_VERSION|kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|"
+  "helm|$HELM_VERSION|helm|helm|helm.sh/helm/v3/cmd/helm|"
+)
+real_node_components=(
+  "kubernetes-node|$KUBERNETES_VERSION|kubernetes|kubelet kube-proxy|k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy|"
+  # Static builds without the snapshotters that need C libraries; the shim without gRPC, as
+  # upstream's release builds it.
+  "containerd|$CONTAINERD_VERSION|containerd|containerd ctr|github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr|no_btrfs no_devmapper no_zfs"
+  "containerd-shim|$CONTAINERD_VERSION|containerd|containerd-shim-runc-v2|github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2|no_grpc"
+  "coredns|$COREDNS_VERSION|coredns|coredns|github.com/coredns/coredns|"
+  "nodetools|$NODETOOLS_VERSION|nodetools|pause cri-teardown|./pause ./cri-teardown|"
 )
 test_tools=(
   "minio|$MINIO_VERSION|minio|minio|github.com/minio/minio"
@@ -37,7 +52,7 @@ test_tools=(
 bin_dir() { echo "$cache/bin/$1-$2"; }
 
 if [[ "${1:-}" == "--print" ]]; then
-  for entry in "${components[@]}" "${test_tools[@]}"; do
+  for entry in "${components[@]}" "${real_node_components[@]}" "${test_tools[@]}"; do
     IFS='|' read -r name version _ _ _ <<<"$entry"
     bin_dir "$name" "$version"
   done
@@ -47,7 +62,7 @@ fi
 ldflags_for() {
   local name=$1 version=$2
   case "$name" in
-    kubernetes)
+    kubernetes|kubernetes-node)
       local minor build_date flags=""
       minor=$(echo "$version" | cut -d. -f2)
       build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -59,7 +74,9 @@ ldflags_for() {
       echo "-s -w$flags"
       ;;
     etcd) echo "-s -w" ;;
-    kwok | minio | fake-gcs-server) echo "-s -w" ;;
+    kwok | coredns | nodetools | minio | fake-gcs-server) echo "-s -w" ;;
+    containerd | containerd-shim)
+      echo "-s -w -X github.com/containerd/containerd/v2/version.Version=$version" ;;
     helm) echo "-s -w -X helm.sh/helm/v3/internal/version.version=$version" ;;
   esac
 }
@@ -76,10 +93,16 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 
-[[ "${1:-}" == "--test-tools" ]] && components+=("${test_tools[@]}")
+for arg in "$@"; do
+  case "$arg" in
+    --real-node) components+=("${real_node_components[@]}") ;;
+    --test-tools) components+=("${test_tools[@]}") ;;
+    *) echo "usage: $0 [--real-node] [--test-tools] | --print" >&2; exit 2 ;;
+  esac
+done
 
 for entry in "${components[@]}"; do
-  IFS='|' read -r name version module binaries packages <<<"$entry"
+  IFS='|' read -r name version module binaries packages tags <<<"$entry"
   dir=$(bin_dir "$name" "$version")
   # shellcheck disable=SC2086
   if ! missing "$dir" $binaries; then
@@ -98,7 +121,7 @@ for entry in "${components[@]}"; do
   # shellcheck disable=SC2086
   if ! (cd "$here/tools/$module" &&
         CGO_ENABLED=0 GOFLAGS=-mod=readonly GONOSUMDB='*' GOSUMDB=off \
-        go build -trimpath -ldflags "$(ldflags_for "$name" "$version")" -o "$out" $packages); then
+        go build -trimpath -tags "$tags" -ldflags "$(ldflags_for "$name" "$version")" -o "$out" $packages); then
     rm -rf "$tmp"
     echo "error: building $name $version failed (see the Go output above). A failed module" >&2
     echo "       download means the Go module proxy ($(go env GOPROXY)) is unreachable." >&2

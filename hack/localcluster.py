@@ -2,9 +2,13 @@
 """A real Kubernetes control plane on loopback, with kwok simulating the nodes and their pods.
 
     python3 hack/localcluster.py up      start (or reuse a healthy cluster in the same directory)
+    python3 hack/localcluster.py up --real-node
+                                         the same with a real node (hack/realnode.py; root)
     python3 hack/localcluster.py down    stop every process and free every port
     python3 hack/localcluster.py env     print shell exports for kubectl and helm
     python3 hack/localcluster.py status  exit 0 when the cluster is up and healthy
+    python3 hack/localcluster.py can-run-real-node
+                                         exit 0 when this host can run a real node, else say why
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok run as local processes,
 built from Go modules by hack/build-binaries.sh. Everything the cluster owns lives in one
@@ -18,11 +22,9 @@ exists.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -31,6 +33,10 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
+
+import images
+import realnode
+from processes import http_ok, pid_alive, stop
 
 REPO = Path(__file__).resolve().parent.parent
 HACK = REPO / "hack"
@@ -77,23 +83,48 @@ def binary_dirs() -> dict[str, Path]:
     return dirs
 
 
-def binaries() -> dict[str, Path]:
+def binaries(real_node: bool = False) -> dict[str, Path]:
+    found = all_binaries()
+    if not real_node:
+        found = {name: found[name] for name in CONTROL_PLANE_BINARIES}
+    missing = [name for name, path in found.items() if not os.access(path, os.X_OK)]
+    if missing:
+        flag = " REAL_NODE=1" if real_node else ""
+        raise ClusterError(
+            f"missing binaries: {', '.join(missing)}; build them with `make binaries{flag}` "
+            "(hack/build-binaries.sh)"
+        )
+    return found
+
+
+CONTROL_PLANE_BINARIES = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+]
+
+
+def all_binaries() -> dict[str, Path]:
     dirs = binary_dirs()
-    found = {
+    return {
         "etcd": dirs["etcd"] / "etcd",
         "kube-apiserver": dirs["kubernetes"] / "kube-apiserver",
         "kube-controller-manager": dirs["kubernetes"] / "kube-controller-manager",
         "kube-scheduler": dirs["kubernetes"] / "kube-scheduler",
         "kubectl": dirs["kubernetes"] / "kubectl",
         "kwok": dirs["kwok"] / "kwok",
+        "kubelet": dirs["kubernetes-node"] / "kubelet",
+        "kube-proxy": dirs["kubernetes-node"] / "kube-proxy",
+        "containerd": dirs["containerd"] / "containerd",
+        "ctr": dirs["containerd"] / "ctr",
+        "containerd-shim-runc-v2": dirs["containerd-shim"] / "containerd-shim-runc-v2",
+        "coredns": dirs["coredns"] / "coredns",
+        "pause": dirs["nodetools"] / "pause",
+        "cri-teardown": dirs["nodetools"] / "cri-teardown",
     }
-    missing = [name for name, path in found.items() if not os.access(path, os.X_OK)]
-    if missing:
-        raise ClusterError(
-            f"missing binaries: {', '.join(missing)}; build them with `make binaries` "
-            "(hack/build-binaries.sh)"
-        )
-    return found
 
 
 # --- certificates and kubeconfigs -------------------------------------------------------------
@@ -117,7 +148,7 @@ def sign(pki: Path, name: str, subject: str, extensions: str) -> None:
     )  # fmt: skip
 
 
-def make_pki(pki: Path) -> None:
+def make_pki(pki: Path, real_node: bool) -> None:
     pki.mkdir(parents=True, exist_ok=True)
     openssl("genrsa", "-out", "ca.key", "2048", cwd=pki)
     openssl(
@@ -131,10 +162,11 @@ def make_pki(pki: Path) -> None:
         "/CN=kube-apiserver",
         "keyUsage=critical,digitalSignature,keyEncipherment\n"
         "extendedKeyUsage=serverAuth\n"
-        "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,"
+        f"subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:{realnode.NODE_IP},DNS:localhost,DNS:kubernetes,"
         "DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n",
     )
-    for name, (common_name, org) in CLIENTS.items():
+    clients = {**CLIENTS, **(realnode.CLIENT_CERTS if real_node else {})}
+    for name, (common_name, org) in clients.items():
         subject = f"/CN={common_name}" + (f"/O={org}" if org else "")
         sign(
             pki,
@@ -191,21 +223,6 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); treat it as gone.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -234,7 +251,9 @@ class Cluster:
         tmp.replace(self.state_file)
 
     def server(self, state: dict) -> str:
-        return f"https://127.0.0.1:{state['ports']['kube-apiserver']}"
+        # With a real node the API server listens on the node's address (see realnode.py).
+        host = realnode.NODE_IP if state.get("real_node") else "127.0.0.1"
+        return f"https://{host}:{state['ports']['kube-apiserver']}"
 
     def ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
@@ -300,18 +319,24 @@ class Cluster:
             **kw,
         )
 
-    def up(self) -> None:
-        if self.healthy():
+    def real_node(self) -> realnode.RealNode:
+        return realnode.RealNode(self.root, self.pki, images.cache_dir() / "containerd")
+
+    def up(self, real_node: bool = False) -> None:
+        state = self.load_state() or {}
+        if self.healthy() and (state.get("real_node") or not real_node):
             log(f"reusing the running cluster in {self.root}")
             return
-        if self.load_state():
-            log(f"replacing a stale cluster in {self.root}")
+        if state:
+            log(f"replacing the cluster in {self.root}")
         self.down(quiet=True)
-        bins = binaries()
+        bins = binaries(real_node)
+        if real_node and (reason := realnode.unavailable_reason(bins, self.root)):
+            raise ClusterError(f"cannot start a real node: {reason}")
         started = time.monotonic()
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True)
-        make_pki(self.pki)
+        make_pki(self.pki, real_node)
 
         names = [
             "etcd-client",
@@ -321,8 +346,16 @@ class Cluster:
             "kube-scheduler",
             "kwok",
         ]
+        if real_node:
+            names += [
+                "kubelet",
+                "kubelet-healthz",
+                "kube-proxy-healthz",
+                "kube-proxy-metrics",
+                "coredns-health",
+            ]
         ports = dict(zip(names, free_ports(len(names)), strict=True))
-        state: dict = {"ports": ports, "pids": {}, "complete": False}
+        state = {"ports": ports, "pids": {}, "complete": False, "real_node": real_node}
         self.save_state(state)
         server = self.server(state)
         for client in CLIENTS:
@@ -331,8 +364,13 @@ class Cluster:
 
         procs: dict[str, subprocess.Popen] = {}
         try:
+            if real_node:
+                # Its bridge first: the API server listens on the node's address.
+                self.real_node().prepare_host()
             self._start_components(bins, state, procs)
             self._apply_nodes(bins, procs)
+            if real_node:
+                self._start_real_node(bins, state, procs)
         except BaseException:
             for name, proc in procs.items():
                 if proc.poll() is None:
@@ -343,8 +381,36 @@ class Cluster:
         self.save_state(state)
         log(f"cluster up in {time.monotonic() - started:.1f}s; API {server}; logs in {self.logs}")
 
+    def _start_real_node(self, bins, state, procs) -> None:
+        pause = images.build(["pause"])
+
+        def load_pause(socket: Path) -> None:
+            images.import_into(socket, pause)
+
+        self.real_node().start(
+            bins,
+            state["ports"],
+            self.server(state),
+            lambda client: kubeconfig(self.server(state), self.pki, client),
+            self.start_process,
+            self.wait_for,
+            lambda *args, **kw: self.kubectl(bins, *args, **kw),
+            state,
+            procs,
+            pause["pause"],
+            load_pause,
+        )
+
     def _start_components(self, bins, state, procs) -> None:
         ports, pki, root = state["ports"], self.pki, self.root
+        if state.get("real_node"):
+            address_and_authorization = realnode.apiserver_flags(pki)
+        else:
+            address_and_authorization = [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--authorization-mode=RBAC",
+            ]
         etcd_url = f"http://127.0.0.1:{ports['etcd-client']}"
         peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
         log("starting etcd")
@@ -365,7 +431,7 @@ class Cluster:
             ],
             state,
         )
-        self.wait_for("etcd", lambda: _http_ok(etcd_url + "/health"), procs)
+        self.wait_for("etcd", lambda: http_ok(etcd_url + "/health"), procs)
 
         log("starting kube-apiserver")
         procs["kube-apiserver"] = self.start_process(
@@ -373,16 +439,16 @@ class Cluster:
             [
                 str(bins["kube-apiserver"]),
                 f"--etcd-servers={etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                *address_and_authorization,
                 f"--secure-port={ports['kube-apiserver']}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--client-ca-file={pki / 'ca.crt'}",
-                "--authorization-mode=RBAC",
+                # PodNodeSelector and PodTolerationRestriction act only on namespaces annotated
+                # for them: that is how a namespace's pods are put on the real node.
                 "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
                 "DefaultTolerationSeconds,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,"
-                "ResourceQuota,PodSecurity",
+                "ResourceQuota,PodSecurity,PodNodeSelector,PodTolerationRestriction",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
@@ -472,23 +538,32 @@ class Cluster:
 
     def down(self, quiet: bool = False) -> None:
         state = self.load_state()
+        node = self.real_node()
+        has_node = (state and state.get("real_node")) or realnode.current_owner() == self.root
+        if has_node:
+            # While the API server still runs, so that the Node object goes too.
+            state = state or {"pids": {}}
+            bins = all_binaries()
+            api_up = state.get("ports") and self.api_ready(state)
+            kubectl = (lambda *a, **kw: self.kubectl(bins, *a, **kw)) if api_up else None
+            node.teardown(state, bins, kubectl)
+            if state.get("ports"):
+                self.save_state(state)
         if not state:
             if not quiet:
                 log(f"no cluster in {self.root}")
             return
         # Reverse start order, one at a time: the API server stops cleanly only while etcd is up.
         for name, pid in list(state.get("pids", {}).items())[::-1]:
-            _signal_group(pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while time.monotonic() < deadline and pid_alive(pid):
-                time.sleep(0.1)
-            if pid_alive(pid):
-                log(f"{name} did not stop within {STOP_TIMEOUT:.0f}s of SIGTERM; killing it")
-                _signal_group(pid, signal.SIGKILL)
+            stop(name, pid, STOP_TIMEOUT, "localcluster")
         state["pids"] = {}
         state["complete"] = False
         self.save_state(state)
         # Keep the logs of the last run for diagnosis; the data and certificates go.
+        if has_node:
+            node.release_host()
+            for item in realnode.leftovers(node.store, self.root):
+                log(f"warning: the real node left {item}")
         for sub in ("etcd", "pki"):
             shutil.rmtree(self.root / sub, ignore_errors=True)
         self.state_file.unlink(missing_ok=True)
@@ -509,19 +584,6 @@ def _component_auth(kubeconfig_path: Path) -> list[str]:
     ]
 
 
-def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
 def _https_ok(url: str) -> bool:
     # Health endpoints of the controller manager and scheduler are served with self-signed
     # certificates and need no client authentication.
@@ -537,7 +599,12 @@ def _https_ok(url: str) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down", "env", "status"])
+    parser.add_argument("command", choices=["up", "down", "env", "status", "can-run-real-node"])
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        help="up: also a real node (containerd, kubelet, kube-proxy, CoreDNS; needs root)",
+    )
     parser.add_argument(
         "--dir",
         type=Path,
@@ -548,16 +615,22 @@ def main(argv: list[str] | None = None) -> int:
     cluster = Cluster(args.dir.resolve())
     try:
         if args.command == "up":
-            cluster.up()
+            cluster.up(real_node=args.real_node)
         elif args.command == "down":
             cluster.down()
         elif args.command == "env":
             sys.stdout.write(cluster.env())
         elif args.command == "status":
             healthy = cluster.healthy()
-            print("up" if healthy else "down")
+            with_node = healthy and (cluster.load_state() or {}).get("real_node")
+            print("up with a real node" if with_node else "up" if healthy else "down")
             return 0 if healthy else 1
-    except ClusterError as err:
+        elif args.command == "can-run-real-node":
+            reason = realnode.unavailable_reason(all_binaries(), cluster.root)
+            if reason:
+                print(reason)
+                return 1
+    except (ClusterError, realnode.NodeError, images.ImageError) as err:
         log(f"error: {err}")
         return 1
     return 0

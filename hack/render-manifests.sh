@@ -25,9 +25,7 @@ helm=${helm:-helm}
 # The chart's peering object is left out: `kubectl apply` refuses an object whose kind's CRD
 # the same apply creates, and the operator creates its peering object itself when missing.
 rendered=$("$helm" template "$release" charts/mlmodel-operator \
-  --namespace "$namespace" --include-crds |
-  awk 'function flush() { if (doc != "" && doc !~ /\nkind: ClusterKopfPeering\n/) printf "%s", doc; doc = "" }
-       /^---$/ { flush() } { doc = doc $0 "\n" } END { flush() }')
+  --namespace "$namespace" --include-crds --set peering.createObjects=false)
 
 mkdir -p "$(dirname "$out")"
 {

@@ -1,12 +1,26 @@
 #!/usr/bin/env bash
-# Debian packages the tests need: openssl (the local cluster's certificates) and prometheus
-# (a real Prometheus and promtool in the monitoring tests). Installs what is missing when run
-# as root; otherwise says what to install.
+# Debian packages the tests need: openssl (the local cluster's certificates), prometheus
+# (a real Prometheus and promtool in the monitoring tests), and for the real node runc, the CNI
+# plugins, iptables, podman and mmdebstrap (its images). Installs what is missing when run as
+# root; otherwise says what to install (without root there is no real node, and its tests skip).
 set -euo pipefail
 
 missing=()
 command -v openssl >/dev/null || missing+=(openssl)
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
+real_node=()
+command -v runc >/dev/null || real_node+=(runc)
+[[ -x /usr/lib/cni/bridge ]] || real_node+=(containernetworking-plugins)
+command -v iptables >/dev/null || real_node+=(iptables)
+command -v nft >/dev/null || real_node+=(nftables)
+command -v ip >/dev/null || real_node+=(iproute2)
+command -v podman >/dev/null || real_node+=(podman)
+command -v mmdebstrap >/dev/null || real_node+=(mmdebstrap)
+if [[ $(id -u) -eq 0 ]]; then
+  missing+=("${real_node[@]}")
+elif ((${#real_node[@]})); then
+  echo "note: the real node needs root and ${real_node[*]}; its tests will skip" >&2
+fi
 ((${#missing[@]})) || exit 0
 
 if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then

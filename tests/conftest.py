@@ -31,12 +31,18 @@ LAUNCHER = REPO / "hack" / "localcluster.py"
 CLUSTER_DIR = Path(os.environ.get("MLMODEL_TEST_CLUSTER_DIR", REPO / ".test-cluster"))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+# Whether the collected tests include the real node's; if so, why it is not there.
+WANTS_REAL_NODE = pytest.StashKey[bool]()
+REAL_NODE_PROBLEM = pytest.StashKey[str]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # The folder a test lives in is its kind; a marker per file would only repeat it.
     for item in items:
-        for kind in ("unit", "integration", "e2e"):
+        for kind in ("unit", "integration", "e2e", "realnode"):
             if kind in Path(item.fspath).parts:
                 item.add_marker(kind)
+    config.stash[WANTS_REAL_NODE] = any(item.get_closest_marker("realnode") for item in items)
 
 
 def _launcher(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -62,13 +68,34 @@ def _remove_leftovers(api: client.ApiClient) -> None:
     )
 
 
+def _real_node_wanted(config: pytest.Config) -> bool:
+    """Whether to start the local cluster with a real node: when its tests are collected and
+    this host can run one; otherwise the reason is kept for those tests to skip with."""
+    if not config.stash.get(WANTS_REAL_NODE, False):
+        return False
+    check = _launcher("can-run-real-node", check=False)
+    if check.returncode != 0:
+        reason = (check.stdout or check.stderr).strip().splitlines()[-1]
+        config.stash[REAL_NODE_PROBLEM] = f"skip: {reason}"
+        return False
+    return True
+
+
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[TestCluster]:
     mode = os.environ.get("MLMODEL_TEST_CLUSTER", "local")
     if mode == "local":
-        already_up = _launcher("status", check=False).returncode == 0
+        real_node = _real_node_wanted(request.config)
+        status = _launcher("status", check=False)
+        already_up = status.returncode == 0 and (not real_node or "real node" in status.stdout)
         if not already_up:
-            result = _launcher("up", check=False)
+            result = _launcher("up", *(["--real-node"] if real_node else []), check=False)
+            if result.returncode != 0 and real_node:
+                # The real node's tests fail with this; the others run on the kwok nodes.
+                request.config.stash[REAL_NODE_PROBLEM] = (
+                    f"fail: the real node did not start:\n{result.stderr}"
+                )
+                result = _launcher("up", check=False)
             if result.returncode != 0:
                 pytest.fail(f"the local control plane did not start:\n{result.stderr}")
         test_cluster = TestCluster(
@@ -80,12 +107,26 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[TestCluster]:
         if not already_up:
             _launcher("down", check=False)
     elif mode == "kubeconfig":
+        request.config.stash[REAL_NODE_PROBLEM] = "skip: MLMODEL_TEST_CLUSTER=kubeconfig"
         yield TestCluster(kubeconfig=Path(os.environ["KUBECONFIG"]), bin_dirs=[])
     elif mode == "kind":
+        request.config.stash[REAL_NODE_PROBLEM] = "skip: MLMODEL_TEST_CLUSTER=kind"
         kind_cluster = request.getfixturevalue("kind_cluster")
         yield TestCluster(kubeconfig=Path(kind_cluster.kubeconfig_path), bin_dirs=[])
     else:
         pytest.fail(f"MLMODEL_TEST_CLUSTER={mode!r}: expected local, kubeconfig or kind")
+
+
+@pytest.fixture(scope="session")
+def real_node_cluster_dir(request: pytest.FixtureRequest, cluster: TestCluster) -> Path:
+    """The local cluster's directory, when it has a real node (hack/realnode.py); the real
+    node's tests skip, saying why, where this host cannot run one."""
+    problem = request.config.stash.get(REAL_NODE_PROBLEM, None)
+    if problem and problem.startswith("skip: "):
+        pytest.skip(f"no real node: {problem.removeprefix('skip: ')}")
+    if problem:
+        pytest.fail(problem.removeprefix("fail: "))
+    return CLUSTER_DIR
 
 
 @pytest.fixture

@@ -56,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.peering:
         log = logging.getLogger(__name__)
         try:
-            for path in peering.current().ensure_objects(client, cfg.namespaces):
+            wanted = cfg.namespaces if cfg.peering_create else None
+            for path in peering.current().ensure_objects(client, wanted):
                 log.info("created the peering object %s", path)
         except ApiException as err:
             # kopf would wait, paused and silent, for an object that never comes.

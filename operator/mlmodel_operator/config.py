@@ -79,6 +79,12 @@ class OperatorConfig(BaseModel):
         ge=0,
         description="priority among peers (the highest is active); unset picks one at random",
     )
+    # The Helm chart creates its peering objects itself: were the operator to create one first
+    # (its pod can start before Helm gets to that kind), `helm install` would fail on it.
+    peering_create: bool = Field(
+        True,
+        description="create the peering objects that are missing; false waits for them",
+    )
 
 
 def _list(text: str) -> list[str]:

@@ -93,14 +93,17 @@ class Peering:
             raise
         return is_active(body.get("status") or {}, self.identity, self.priority, datetime.now(UTC))
 
-    def ensure_objects(self, kube: Any, namespaces: list[str]) -> list[str]:
+    def ensure_objects(self, kube: Any, namespaces: list[str] | None) -> list[str]:
         """Create the peering objects kopf needs and does not create itself (one per watched
-        namespace, or one for the cluster); returns the paths of those it created.
+        namespace, or one for the cluster); returns the paths of those it created. None: the
+        installer creates them (kopf resumes when one appears), so create none.
 
         kopf stays paused for good where its peering object does not exist, and plain manifests
         cannot carry the object: `kubectl apply` refuses a kind whose CRD the same apply creates.
         """
-        created = []
+        created: list[str] = []
+        if namespaces is None:
+            return created
         for namespace in namespaces if self.namespaced else [""]:
             path = self.path(namespace)
             try:

@@ -30,7 +30,9 @@ class Runtime(BaseModel):
     port: int = Field(ge=1, le=65535, description="HTTP inference port")
     metrics_port: int | None = Field(None, description="the server's own Prometheus port")
     protocol: Literal["v2", "v1"] = Field("v2", description="REST protocol: OIP v2 or KServe v1")
-    readiness_path: str | None = Field(None, description="HTTP GET path; None probes the port")
+    readiness_path: str | None = Field(
+        None, description="HTTP GET path ({model}: the model's name); None probes the port"
+    )
     liveness_path: str | None = None
     # How the model location reaches the server: a command-line flag or an environment variable.
     model_flag: str | None = None
@@ -44,6 +46,10 @@ class Runtime(BaseModel):
     )
     env: dict[str, str] = Field(default_factory=dict)
     user_id: int = Field(1000, description="UID the image's server runs as (non-root)")
+
+    def readiness_for(self, model: str) -> str | None:
+        """The readiness path of the server serving `model`."""
+        return self.readiness_path.replace("{model}", model) if self.readiness_path else None
 
 
 DEFAULT_RUNTIMES: dict[str, Runtime] = {
@@ -66,7 +72,9 @@ DEFAULT_RUNTIMES: dict[str, Runtime] = {
         image="docker.io/seldonio/mlserver:1.7.1",
         port=8080,
         metrics_port=8082,
-        readiness_path="/v2/health/ready",
+        # The model's own readiness: MLServer's /v2/health/ready answers 200 with no model
+        # loaded (one that failed to load is dropped from its registry), and before it is.
+        readiness_path="/v2/models/{model}/ready",
         liveness_path="/v2/health/live",
         command=["mlserver", "start", MODEL_DIR],
         env={"MLSERVER_HTTP_PORT": "8080", "MLSERVER_METRICS_PORT": "8082"},

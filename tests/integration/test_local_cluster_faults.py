@@ -20,7 +20,7 @@ def test_a_component_dying_at_start_up_is_reported_and_the_others_stopped(
         fake.mkdir(parents=True)
         for binary in real.iterdir():
             (fake / binary.name).symlink_to(binary)
-    apiserver = next((cache / "bin").glob("kubernetes-*")) / "kube-apiserver"
+    apiserver = next((cache / "bin").glob("kubernetes-v*")) / "kube-apiserver"
     apiserver.unlink()
     apiserver.write_text("#!/bin/sh\necho 'E0101 flag provided but not defined: -oops'\nexit 3\n")
     apiserver.chmod(0o755)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -435,3 +436,15 @@ def test_network_policy_opens_what_the_service_serves(
 def test_without_the_option_a_network_policy_is_removed() -> None:
     absent = build_children(OWNER, founding(), SETTINGS).absent
     assert ObjectRef("networking.k8s.io/v1", "NetworkPolicy", "ns", "m") in absent
+
+
+def test_mlserver_is_ready_when_its_model_is() -> None:
+    # MLServer's server-wide readiness answers 200 with no model loaded (seen on the real node,
+    # a model that failed to load); the model's own endpoint does not.
+    built = children(spec(model_type="sklearn"))
+    server, _ = built["Deployment"]["spec"]["template"]["spec"]["containers"]
+    for probe in ("startupProbe", "readinessProbe"):
+        assert server[probe]["httpGet"]["path"] == "/v2/models/m/ready"
+    assert server["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    (monitor,) = (json.loads(text) for text in built["ConfigMap"]["data"].values())
+    assert monitor["upstream_ready_path"] == "/v2/models/m/ready"

@@ -259,3 +259,15 @@ def test_network_policy_value_reaches_the_operator_and_its_rbac() -> None:
     verbs = {t[2] for t in granted if t[:2] == ("networking.k8s.io", "networkpolicies")}
     assert verbs == {"get", "list", "watch", "create", "patch", "delete"}
     assert template("--set", "networkPolicy.clients=no label", check=False).returncode != 0
+
+
+def test_the_chart_creates_its_peering_object_and_the_operator_waits_for_it() -> None:
+    # The operator's pod can start before Helm creates the object; had the operator created it,
+    # `helm install` would fail on an object that already exists.
+    docs = render()
+    assert one(docs, "ClusterKopfPeering")
+    assert parse_args(container(docs)["args"], environ={}).peering_create is False
+    # The plain manifests (hack/render-manifests.sh) leave both to the operator.
+    docs = render("--set", "peering.createObjects=false")
+    assert not [d for d in docs if d["kind"] in ("ClusterKopfPeering", "KopfPeering")]
+    assert parse_args(container(docs)["args"], environ={}).peering_create is True

@@ -128,3 +128,12 @@ def test_identity_is_the_pod_name_in_a_cluster(monkeypatch: pytest.MonkeyPatch) 
     assert peering.own_identity() == "mlmodel-operator-7d9f-abcde"
     monkeypatch.delenv("POD_ID")
     assert peering.own_identity() != peering.own_identity()  # unique per replica on one host
+
+
+def test_peering_objects_the_installer_creates_are_waited_for_not_created() -> None:
+    kube = FakeKube(404)
+    assert Peering("op", "me", 1).ensure_objects(kube, None) == []
+    assert kube.calls == []
+    assert config.from_env({}).peering_create is True
+    assert config.parse_args(["--peering-create=false"], {}).peering_create is False
+    assert config.from_env({"MLMODEL_PEERING_CREATE": "false"}).peering_create is False

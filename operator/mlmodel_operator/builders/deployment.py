@@ -123,6 +123,7 @@ def build_model_container(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The model server container and the volumes it needs."""
     port = model_port(spec, runtime)
+    ready_path = runtime.readiness_for(owner.name)
     loc_args, loc_env, volumes, mounts = model_location(spec, runtime)
     env = {
         **runtime.env,
@@ -148,13 +149,13 @@ def build_model_container(
         "ports": ports,
         "resources": _resources(spec),
         "startupProbe": _probe(
-            runtime.readiness_path,
+            ready_path,
             periodSeconds=10,
             failureThreshold=STARTUP_PROBE_BUDGET_SECONDS // 10,
         ),
-        "readinessProbe": _probe(runtime.readiness_path, periodSeconds=5, failureThreshold=3),
+        "readinessProbe": _probe(ready_path, periodSeconds=5, failureThreshold=3),
         "livenessProbe": _probe(
-            runtime.liveness_path or runtime.readiness_path, periodSeconds=10, failureThreshold=3
+            runtime.liveness_path or ready_path, periodSeconds=10, failureThreshold=3
         ),
         "securityContext": RESTRICTED_CONTAINER_SECURITY,
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, *mounts],

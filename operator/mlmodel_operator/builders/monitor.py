@@ -30,7 +30,7 @@ def monitor_settings(
     return MonitorSettings(
         model_name=owner.name,
         upstream=f"http://127.0.0.1:{port}",
-        upstream_ready_path=runtime.readiness_path,
+        upstream_ready_path=runtime.readiness_for(owner.name),
         protocol=runtime.protocol,
         performance_tracking=monitoring.performance_tracking == "enabled",
         drift=monitoring.drift if monitoring.drift_detection == "active" else None,

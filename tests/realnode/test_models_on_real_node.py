@@ -1,0 +1,278 @@
+"""On the real node: the operator from the chart, with the image built from the Dockerfile, runs
+scikit-learn models (MLServer, and the KServe model server as a custom image) whose pods really
+start, pass their real probes, answer through the Service and the monitoring sidecar, and are
+counted in the sidecar's metrics; and the resource is Ready only once its pods really are."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import urllib.request
+import uuid
+from datetime import datetime
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from kube_helpers import TestCluster, wait_until
+from model_helpers import Models, condition
+from realnode_helpers import NODE, InstalledOperator, restricted_pod, wait_for_pod_phase
+
+# The first test also builds and imports the images when `make test` has not (minutes, cold).
+pytestmark = pytest.mark.timeout(1800)
+
+IRIS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.1, 4.7, 1.5], [6.3, 3.3, 6.0, 2.5]]
+REQUESTS = 5
+OPERATOR_UID = 65532
+
+
+def train_iris(cluster: TestCluster, namespace: str, claim: str, image: str, path: str) -> None:
+    """Fit a classifier in `image` (the scikit-learn it serves with) and save it on the claim as
+    model.joblib (MLServer) and model.pkl (the KServe server)."""
+    script = (
+        "import os, pickle, joblib\n"
+        "from sklearn.datasets import load_iris\n"
+        "from sklearn.linear_model import LogisticRegression\n"
+        "X, y = load_iris(return_X_y=True)\n"
+        f"os.makedirs('/mnt/models/{path}', exist_ok=True)\n"
+        "model = LogisticRegression(max_iter=1000).fit(X, y)\n"
+        f"joblib.dump(model, '/mnt/models/{path}/model.joblib')\n"
+        f"pickle.dump(model, open('/mnt/models/{path}/model.pkl', 'wb'))\n"
+    )
+    name = f"train-{path}"
+    pod = restricted_pod(
+        name,
+        image,
+        ["python", "-c", script],
+        container={"volumeMounts": [{"name": "models", "mountPath": "/mnt/models"}]},
+        volumes=[{"name": "models", "persistentVolumeClaim": {"claimName": claim}}],
+    )
+    client.CoreV1Api(cluster.api).create_namespaced_pod(namespace, pod)
+    wait_for_pod_phase(cluster, namespace, name, "Succeeded")
+
+
+def call_from_a_pod(
+    cluster: TestCluster, namespace: str, image: str, url: str, body: dict, metrics_url: str
+) -> dict[str, Any]:
+    """POST `body` to `url` REQUESTS times from a pod on the node, then read `metrics_url`:
+    cluster DNS, the Service's ClusterIP and the sidecar, as any client in the cluster."""
+    script = (
+        "import json, urllib.request\n"
+        f"url, body, n = {url!r}, {json.dumps(body)!r}.encode(), {REQUESTS}\n"
+        "answers = []\n"
+        "for _ in range(n):\n"
+        "    req = urllib.request.Request(url, body, {'Content-Type': 'application/json'})\n"
+        "    with urllib.request.urlopen(req, timeout=30) as resp:\n"
+        "        answers.append(json.loads(resp.read()))\n"
+        f"metrics = urllib.request.urlopen({metrics_url!r}, timeout=30).read().decode()\n"
+        "print(json.dumps({'answers': answers, 'metrics': metrics}))\n"
+    )
+    name = f"client-{uuid.uuid4().hex[:6]}"
+    pod = restricted_pod(name, image, ["python", "-c", script], uid=OPERATOR_UID)
+    core = client.CoreV1Api(cluster.api)
+    core.create_namespaced_pod(namespace, pod)
+    try:
+        wait_for_pod_phase(cluster, namespace, name, "Succeeded")
+    finally:
+        logs = core.read_namespaced_pod_log(name, namespace)
+    return json.loads(logs.strip().splitlines()[-1])
+
+
+def port_forwarded_get(
+    cluster: TestCluster, namespace: str, target: str, port: int, path: str
+) -> str:
+    """GET `path` from `target`'s `port` through `kubectl port-forward`."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        local = probe.getsockname()[1]
+    forward = subprocess.Popen(
+        ["kubectl", "port-forward", "-n", namespace, target, f"{local}:{port}"],
+        env=cluster.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    def answer() -> str | None:
+        assert forward.poll() is None, forward.stderr.read().decode() if forward.stderr else ""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{local}{path}", timeout=10) as resp:
+                return resp.read().decode()
+        except OSError:
+            return None  # not listening yet
+
+    try:
+        return wait_until(answer, what=f"{path} through a port-forward to {target}")
+    finally:
+        forward.terminate()
+        forward.wait()
+
+
+def requests_counted(metrics: str, model: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("mlmodel_requests_total{")
+        and f'model="{model}"' in line
+        and 'status_class="2xx"' in line
+    )
+
+
+def when(timestamp: Any) -> datetime:
+    return timestamp if isinstance(timestamp, datetime) else datetime.fromisoformat(timestamp)
+
+
+def assert_pods_really_ready(
+    cluster: TestCluster, namespace: str, name: str, images: set[str], model: dict[str, Any]
+) -> None:
+    """The model's pods run on the real node with the given images, never restarted, and
+    were Ready before the resource said so."""
+    pods = (
+        client.CoreV1Api(cluster.api)
+        .list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/instance={name}")
+        .items
+    )
+    assert pods, f"no pods of {name}"
+    resource_ready = when(condition(model, "Ready")["lastTransitionTime"])
+    for pod in pods:
+        assert pod.spec.node_name == NODE
+        assert {c.image for c in pod.spec.containers} == images
+        for status in pod.status.container_statuses:
+            last = status.last_state.terminated
+            assert status.ready and status.started and status.restart_count == 0, (
+                f"{status.name}: ready={status.ready} restarts={status.restart_count} "
+                f"last exit={last and (last.reason, last.exit_code, last.message)}"
+            )
+        pod_ready = next(c for c in pod.status.conditions if c.type == "Ready")
+        assert pod_ready.status == "True"
+        assert pod_ready.last_transition_time <= resource_ready
+
+
+@pytest.fixture
+def models(in_cluster_operator: InstalledOperator, cluster: TestCluster) -> Models:
+    return Models(cluster, in_cluster_operator.models)
+
+
+def test_operator_runs_in_cluster_on_the_real_node_from_the_built_image(
+    cluster: TestCluster, in_cluster_operator: InstalledOperator, images: dict[str, str]
+) -> None:
+    (pod,) = (
+        client.CoreV1Api(cluster.api)
+        .list_namespaced_pod(
+            in_cluster_operator.namespace,
+            label_selector=f"app.kubernetes.io/instance={in_cluster_operator.release}",
+        )
+        .items
+    )
+    assert pod.spec.node_name == NODE
+    assert pod.spec.containers[0].image == images["operator"]
+    assert pod.status.container_statuses[0].ready
+    # kubectl logs goes through the API server to the kubelet: the operator's JSON lines.
+    logs = cluster.kubectl(
+        "logs", "-n", in_cluster_operator.namespace, pod.metadata.name
+    ).stdout.splitlines()
+    assert logs and all(json.loads(line) for line in logs if line.startswith("{"))
+    # So do exec and port-forward (the API server's kubelet client certificate).
+    version = cluster.kubectl(
+        "exec", "-n", in_cluster_operator.namespace, pod.metadata.name, "--",
+        "python", "-c", "import mlmodel_operator; print(mlmodel_operator.__version__)",
+    ).stdout.strip()  # fmt: skip
+    assert version
+    metrics = port_forwarded_get(
+        cluster,
+        in_cluster_operator.namespace,
+        f"svc/{in_cluster_operator.release}-metrics",
+        8080,
+        "/metrics",
+    )
+    assert "mlmodel_operator_reconciles_total" in metrics
+
+
+def serve_and_call(
+    cluster: TestCluster,
+    models: Models,
+    spec: dict[str, Any],
+    images: set[str],
+    operator_image: str,
+    path: str,
+    body: dict[str, Any],
+) -> dict[str, Any]:
+    """Create a model named after its runtime, wait until it is Ready, check its pods really
+    are, and call it REQUESTS times through its Service; returns call_from_a_pod's result."""
+    name = spec["model_uri"].rsplit("/", 1)[1]
+    models.create(
+        {
+            "apiVersion": "machine-learning.org/v1",
+            "kind": "MLModelDeployment",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
+    model = models.wait_ready(name, timeout=300)
+    assert_pods_really_ready(cluster, models.namespace, name, images, model)
+    service = f"http://{name}.{models.namespace}.svc.cluster.local"
+    return call_from_a_pod(
+        cluster,
+        models.namespace,
+        operator_image,
+        service + path.format(name=name),
+        body,
+        f"{service}:9090/metrics",
+    )
+
+
+def test_mlserver_model_serves_through_the_service_and_the_sidecar(
+    cluster: TestCluster, models: Models, images: dict[str, str], model_claim: str
+) -> None:
+    name = "iris-mlserver"
+    train_iris(cluster, models.namespace, model_claim, images["mlserver"], name)
+    # The founding manifest's monitoring, with a runtime that can be built here.
+    spec = {
+        "model_type": "sklearn",
+        "model_uri": f"pvc://{model_claim}/{name}",
+        "model_version": "v1",
+        "computational_resources": {"memory_requirements": "1Gi", "cpu": "100m"},
+        "monitoring": {"performance_tracking": "enabled", "drift_detection": "active"},
+    }
+    body = {"inputs": [{"name": "x", "shape": [3, 4], "datatype": "FP64", "data": IRIS}]}
+    result = serve_and_call(
+        cluster,
+        models,
+        spec,
+        {images["mlserver"], images["operator"]},
+        images["operator"],
+        "/v2/models/{name}/infer",
+        body,
+    )
+    for answer in result["answers"]:
+        assert answer["model_name"] == name
+        assert answer["outputs"][0]["data"] == [0, 1, 2]
+    assert requests_counted(result["metrics"], name) >= REQUESTS
+    assert "mlmodel_drift_window_samples" in result["metrics"]
+
+
+def test_kserve_sklearn_custom_image_serves_through_the_sidecar(
+    cluster: TestCluster, models: Models, images: dict[str, str], model_claim: str
+) -> None:
+    name = "iris-kserve"
+    train_iris(cluster, models.namespace, model_claim, images["kserve-sklearn"], name)
+    spec = {
+        "model_type": "custom",
+        "image": images["kserve-sklearn"],
+        "port": 8080,
+        "model_uri": f"pvc://{model_claim}/{name}",
+        "computational_resources": {"memory_requirements": "1Gi", "cpu": "100m"},
+        "monitoring": {"performance_tracking": "enabled"},
+    }
+    result = serve_and_call(
+        cluster,
+        models,
+        spec,
+        {images["kserve-sklearn"], images["operator"]},
+        images["operator"],
+        "/v1/models/{name}:predict",
+        {"instances": IRIS},
+    )
+    assert [a["predictions"] for a in result["answers"]] == [[0, 1, 2]] * REQUESTS
+    assert requests_counted(result["metrics"], name) >= REQUESTS
