@@ -66,6 +66,12 @@ class OperatorConfig(BaseModel):
         pattern=_LABELS,
         description="labels (k=v[,k=v]) of the namespaces whose pods may scrape model metrics",
     )
+    prometheus_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s]+$",
+        description="Prometheus HTTP API (http://host:9090) that scrapes the model sidecars: "
+        "canary analysis queries it, KEDA triggers point at it",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus metrics; 0 disables")
     health_port: int = Field(8081, ge=0, le=65535, description="liveness endpoint; 0 disables")

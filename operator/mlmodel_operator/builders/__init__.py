@@ -52,6 +52,8 @@ class BuildSettings:
     prometheus_operator: bool = False
     # A NetworkPolicy per model when set (--network-policy).
     network_policy: NetworkPolicySettings | None = None
+    # Prometheus' HTTP API (--prometheus-url), for canary analysis and autoscaler triggers.
+    prometheus_url: str | None = None
 
 
 @dataclass(frozen=True)
