@@ -373,6 +373,116 @@ class Storage(CRDModel):
         return parse_memory(self.size_limit)  # MEMORY_PATTERN is what parse_memory accepts
 
 
+class RolloutStrategy(StrEnum):
+    rolling = "rolling"
+    canary = "canary"
+
+
+class RolloutAnalysis(CRDModel):
+    """How each canary step is judged, on the new version's own requests in the step's window
+    (from the sidecar's metrics, queried at the operator's --prometheus-url)."""
+
+    interval_seconds: StrictInt = Field(
+        300,
+        ge=5,
+        le=86_400,
+        description="How long each step is watched (from when its canary pods are ready) before "
+        "it is judged; also the window of the queries. Keep it at least 4 scrape intervals.",
+    )
+    min_requests: StrictInt = Field(
+        100,
+        ge=1,
+        le=1_000_000_000,
+        description="Fewer requests to the new version in the window make the step "
+        "Inconclusive: it is judged again after another interval, never passed or failed on "
+        "too little data.",
+    )
+    max_error_ratio: StrictFloat = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Share of the new version's requests answered 5xx above which the step fails.",
+    )
+    max_p99_latency_seconds: StrictFloat = Field(
+        1.0,
+        gt=0,
+        le=3600,
+        description="99th percentile latency of the new version's requests above which the step "
+        "fails.",
+    )
+    fail_on_drift: bool = Field(
+        True,
+        description="The new version's drift detector reporting drift in the window fails the "
+        "step (only while monitoring.drift_detection is active).",
+    )
+
+
+class GatewayParent(CRDModel):
+    """A Gateway API Gateway to split traffic exactly, with an HTTPRoute."""
+
+    name: Annotated[str, Field(max_length=253, pattern=OBJECT_NAME_PATTERN)] = Field(
+        description="Name of the parent Gateway."
+    )
+    namespace: Annotated[str, Field(max_length=63, pattern=OBJECT_NAME_PATTERN)] | None = Field(
+        None, description="Namespace of the Gateway. Unset: the model's namespace."
+    )
+    section_name: Annotated[str, Field(max_length=253, pattern=OBJECT_NAME_PATTERN)] | None = Field(
+        None, description="Listener of the Gateway to attach to. Unset: all."
+    )
+
+
+MAX_STEPS = 10
+StepWeight = Annotated[StrictInt, Field(ge=1, le=100, description="Percent of traffic.")]
+
+
+class Rollout(CRDModel):
+    """How a new model_version reaches traffic."""
+
+    strategy: RolloutStrategy = Field(
+        RolloutStrategy.rolling,
+        description="rolling: a plain rolling update. canary: a new model_version first serves "
+        "the share of traffic in each of `steps`, each judged by `analysis`, and is promoted "
+        "after the last step or rolled back when a step fails.",
+    )
+    steps: list[StepWeight] = Field(
+        default=[10, 50, 100],
+        min_length=1,
+        max_length=MAX_STEPS,
+        description="Percent of traffic on the new version at each step: ascending, ending at "
+        "100 (the last step is judged with all traffic on the new version).",
+    )
+    analysis: RolloutAnalysis = Field(
+        default_factory=RolloutAnalysis,  # type: ignore[arg-type]
+        description="How each step is judged.",
+    )
+    gateway: GatewayParent | None = Field(
+        None,
+        description="Split traffic exactly with a Gateway API HTTPRoute attached to this "
+        "Gateway (one Service per version, weighted backends). Unset: split by replicas behind "
+        "the one Service.",
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            # has(): the CRD's `rollout: {}` default is checked before its fields are defaulted.
+            cel="!has(self.steps) || (self.steps.isSorted() && "
+            "self.steps.all(s, self.steps.indexOf(s) == self.steps.lastIndexOf(s)))",
+            message="steps must be strictly ascending, e.g. [10, 50, 100]",
+            holds=lambda r: all(a < b for a, b in zip(r.steps, r.steps[1:], strict=False)),
+            field_path=".steps",
+            reason="FieldValueInvalid",
+        ),
+        Rule(
+            cel="!has(self.steps) || self.steps[size(self.steps) - 1] == 100",
+            message="the last step must be 100: a canary ends with all traffic on the new "
+            "version, then is promoted",
+            holds=lambda r: r.steps[-1] == 100,
+            field_path=".steps",
+            reason="FieldValueInvalid",
+        ),
+    )
+
+
 class MLModelDeploymentSpec(CRDModel):
     """The desired state: which model to serve, on what hardware, with what monitoring."""
 
@@ -415,6 +525,11 @@ class MLModelDeploymentSpec(CRDModel):
     storage: Storage = Field(
         default_factory=Storage,  # type: ignore[arg-type]
         description="Credentials, endpoint and volume size for downloading model_uri.",
+    )
+    rollout: Rollout = Field(
+        default_factory=Rollout,  # type: ignore[arg-type]
+        description="How a new model_version is rolled out: a rolling update, or canary steps "
+        "judged on live metrics with automatic rollback.",
     )
 
     rules: ClassVar[tuple[Rule, ...]] = (
@@ -474,6 +589,18 @@ class MLModelDeploymentSpec(CRDModel):
             field_path=".storage.service_account_name",
             reason="FieldValueForbidden",
         ),
+        Rule(
+            cel="self.rollout.strategy != 'canary' || "
+            "self.monitoring.performance_tracking == 'enabled'",
+            message="rollout.strategy canary needs monitoring.performance_tracking enabled: "
+            "each step is judged on the sidecar's request metrics",
+            holds=lambda s: (
+                s.rollout.strategy != RolloutStrategy.canary
+                or s.monitoring.performance_tracking == PerformanceTracking.enabled
+            ),
+            field_path=".rollout.strategy",
+            reason="FieldValueInvalid",
+        ),
     )
 
 
@@ -505,6 +632,86 @@ class Condition(BaseModel):
     observed_generation: int | None = Field(
         None, alias="observedGeneration", description="Generation the condition was computed for."
     )
+
+
+class RolloutPhase(StrEnum):
+    Idle = "Idle"
+    Progressing = "Progressing"
+    Paused = "Paused"
+    Promoting = "Promoting"
+    Promoted = "Promoted"
+    RolledBack = "RolledBack"
+
+
+class AnalysisResult(StrEnum):
+    Pass = "Pass"
+    Fail = "Fail"
+    Inconclusive = "Inconclusive"
+
+
+class AnalysisRecord(BaseModel):
+    """The last judgement of a canary step."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    result: AnalysisResult = Field(description="Pass, Fail or Inconclusive.")
+    requests: float | None = Field(None, description="The new version's requests in the window.")
+    error_ratio: float | None = Field(
+        None, alias="errorRatio", description="Share of them answered 5xx."
+    )
+    p99_latency_seconds: float | None = Field(
+        None, alias="p99LatencySeconds", description="Their 99th percentile latency."
+    )
+    drift: bool | None = Field(None, description="Whether its drift detector reported drift.")
+    message: str = Field("", description="Why this result, with the stable version's figures.")
+    time: str = Field(description="When it was judged (RFC 3339).")
+
+
+class RolloutStatus(BaseModel):
+    """Where a canary rollout stands."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    phase: RolloutPhase = Field(
+        description="Idle, Progressing, Paused (Inconclusive analysis), Promoting, Promoted or "
+        "RolledBack."
+    )
+    stable_version: str | None = Field(
+        None, alias="stableVersion", description="model_version of the stable pods."
+    )
+    canary_version: str | None = Field(
+        None, alias="canaryVersion", description="model_version of the canary pods."
+    )
+    canary_revision: str | None = Field(
+        None, alias="canaryRevision", description="Pod-template hash of the canary."
+    )
+    step: int | None = Field(None, description="Current step, counted from 1.")
+    weight: int | None = Field(None, description="Percent of traffic on the canary.")
+    step_started_at: str | None = Field(
+        None,
+        alias="stepStartedAt",
+        description="When the current step's canary was ready and its window began.",
+    )
+    last_analysis: AnalysisRecord | None = Field(None, alias="lastAnalysis")
+    message: str | None = Field(None, description="What the rollout is doing or waiting for.")
+
+
+class Revision(BaseModel):
+    """One revision of the model pods and how it ended."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    version: str | None = Field(None, description="model_version of the revision.")
+    pod_template_hash: str = Field(
+        alias="podTemplateHash", description="Hash of the revision's pod template."
+    )
+    outcome: str = Field(
+        description="Deployed (rolling update), Promoted, RolledBack, Aborted or Superseded."
+    )
+    time: str = Field(description="When the outcome was reached (RFC 3339).")
+
+
+MAX_HISTORY = 10
 
 
 class MLModelDeploymentStatus(BaseModel):
@@ -539,6 +746,12 @@ class MLModelDeploymentStatus(BaseModel):
         None, alias="modelVersion", description="model_version of the pods that are serving."
     )
     message: str | None = Field(None, description="Summary of the current state.")
+    rollout: RolloutStatus | None = Field(None, description="The canary rollout, if any.")
+    history: list[Revision] = Field(
+        default_factory=list,
+        max_length=MAX_HISTORY,
+        description=f"The last {MAX_HISTORY} revisions, newest first.",
+    )
 
 
 class MLModelDeployment(BaseModel):

@@ -197,8 +197,8 @@ class Cache:
         # Objects whose watched state changed and whose owner has not been told yet.
         self._unclaimed: set[Key] = set()
         self._tombstones: dict[Key, tuple[int, float]] = {}
-        self._prometheus_crds: set[str] = set()
-        self._prometheus_changed = False
+        self._crd_versions: dict[str, frozenset[str]] = {}
+        self._apis_changed = False
 
     # --- writes from the watches --------------------------------------------------------------
 
@@ -282,26 +282,33 @@ class Cache:
         entry = Entry(_version(resource_version), resource_version, _encode(view), trigger)
         return key_of(body), entry
 
-    # --- the Prometheus Operator's API ------------------------------------------------------
+    # --- optional APIs (other projects' CRDs) ----------------------------------------------
 
-    def observe_prometheus_crd(self, name: str, served: bool) -> None:
-        """Record whether one of the Prometheus Operator's CRDs serves v1."""
+    def observe_crd(self, name: str, served_versions: set[str]) -> None:
+        """Record which versions one of OPTIONAL_APIS' CRDs serves."""
         with self._lock:
-            before = self._prometheus_crds >= PROMETHEUS_CRDS
-            (self._prometheus_crds.add if served else self._prometheus_crds.discard)(name)
-            if before != (self._prometheus_crds >= PROMETHEUS_CRDS):
-                self._prometheus_changed = not self._prometheus_changed
+            before = self._served_apis()
+            self._crd_versions[name] = frozenset(served_versions)
+            if self._served_apis() != before:
+                self._apis_changed = True
 
-    def claim_prometheus_change(self) -> bool:
-        """Whether `prometheus_operator()` changed since last claimed; true once."""
+    def claim_api_change(self) -> bool:
+        """Whether `served_apis()` changed since last claimed; true once."""
         with self._lock:
-            changed, self._prometheus_changed = self._prometheus_changed, False
+            changed, self._apis_changed = self._apis_changed, False
             return changed
 
-    def prometheus_operator(self) -> bool:
-        """Whether the cluster serves ServiceMonitors and PrometheusRules."""
+    def served_apis(self) -> frozenset[str]:
+        """The OPTIONAL_APIS the cluster serves: every one of their CRDs at its version."""
         with self._lock:
-            return self._prometheus_crds >= PROMETHEUS_CRDS
+            return self._served_apis()
+
+    def _served_apis(self) -> frozenset[str]:
+        return frozenset(
+            api_name
+            for api_name, crds in OPTIONAL_APIS.items()
+            if all(version in self._crd_versions.get(crd, ()) for crd, version in crds.items())
+        )
 
     # --- reads --------------------------------------------------------------------------------
 
@@ -337,9 +344,15 @@ class Cache:
         }
 
 
-PROMETHEUS_CRDS = frozenset(
-    {"servicemonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com"}
-)
+# Other projects' APIs the operator uses when the cluster serves them: name -> {CRD: version}.
+PROMETHEUS_OPERATOR = "prometheus-operator"
+OPTIONAL_APIS: dict[str, dict[str, str]] = {
+    PROMETHEUS_OPERATOR: {
+        "servicemonitors.monitoring.coreos.com": "v1",
+        "prometheusrules.monitoring.coreos.com": "v1",
+    },
+}
+OPTIONAL_CRDS = frozenset(crd for crds in OPTIONAL_APIS.values() for crd in crds)
 
 
 def _instance(body: dict[str, Any]) -> str:

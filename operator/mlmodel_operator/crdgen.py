@@ -74,9 +74,10 @@ def structural(
 
     if out.get("default", 0) is None:
         del out["default"]
-    if optional and out.get("type") == "object":
+    if optional and out.get("type") == "object" and not out.get("required"):
         # An optional object defaults to {} so that the API server fills in the defaults of its
-        # fields, and what is stored is what the operator reads.
+        # fields, and what is stored is what the operator reads. One with required fields has
+        # no such default: it is there or not.
         out["default"] = {}
     for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
         # JSON Schema's numeric exclusive bounds are OpenAPI v3.0's limit plus a boolean flag.

@@ -27,7 +27,7 @@ from mlmodel_operator.builders.meta import (
     OPERATOR_NAME,
 )
 from mlmodel_operator.builders.prometheus import PROMETHEUS_API
-from mlmodel_operator.cache import PROMETHEUS_CRDS, Cache, is_ours
+from mlmodel_operator.cache import OPTIONAL_CRDS, Cache, is_ours
 from mlmodel_operator.events import EventRecorder
 from mlmodel_operator.reconcile import Context, Reconciler
 from mlmodel_operator.resync import resync_forever
@@ -175,21 +175,21 @@ async def _child_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     # else: nothing the reconcile reads has changed
 
 
-def _prometheus_crd(name: str, body: kopf.Body, **_: Any) -> bool:
-    return name in PROMETHEUS_CRDS
+def _optional_crd(name: str, body: kopf.Body, **_: Any) -> bool:
+    return name in OPTIONAL_CRDS
 
 
 async def _index_crd(name: str, body: kopf.Body, **_: Any) -> None:
-    served = any(v.get("name") == "v1" and v.get("served") for v in body["spec"]["versions"])
-    running().cache.observe_prometheus_crd(name, served)
+    served = {v["name"] for v in body["spec"]["versions"] if v.get("served")}
+    running().cache.observe_crd(name, served)
 
 
 async def _crd_event(type: str | None, name: str, **_: Any) -> None:
     parts = running()
     if type == "DELETED":
-        parts.cache.observe_prometheus_crd(name, False)
-    if parts.cache.claim_prometheus_change():
-        # Every model's monitoring objects come or go with the Prometheus Operator's API.
+        parts.cache.observe_crd(name, set())
+    if parts.cache.claim_api_change():
+        # Every model's objects of that API (monitoring, routes, autoscalers) come or go with it.
         for key in parts.cache.models():
             parts.queue.add(key)
 
@@ -201,5 +201,5 @@ for _group, _version, _plural in CHILDREN:
     kopf.on.event(_group, _version, _plural, id=f"{_plural}-event")(_child_event)
 kopf.index(*PODS, labels=OURS, id="pods-cache")(_index)
 kopf.on.event(*PODS, labels=OURS, id="pods-event")(_child_event)
-kopf.index(*CRDS, when=_prometheus_crd, id="crds-cache")(_index_crd)
-kopf.on.event(*CRDS, when=_prometheus_crd, id="crds-event")(_crd_event)
+kopf.index(*CRDS, when=_optional_crd, id="crds-cache")(_index_crd)
+kopf.on.event(*CRDS, when=_optional_crd, id="crds-event")(_crd_event)

@@ -30,7 +30,7 @@ from mlmodel_operator.builders import BuildSettings, Owner, build_children
 from mlmodel_operator.builders.deployment import no_model_note
 from mlmodel_operator.builders.meta import controller_uid, selector_string
 from mlmodel_operator.builders.service import endpoint
-from mlmodel_operator.cache import MODEL_KIND, Cache
+from mlmodel_operator.cache import MODEL_KIND, PROMETHEUS_OPERATOR, Cache
 from mlmodel_operator.compare import covers, with_hash
 from mlmodel_operator.events import EventRecorder
 from mlmodel_operator.kube import Kube, describe_error, is_transient, retry_after
@@ -120,7 +120,8 @@ def reconcile_once(ctx: Context, namespace: str, name: str) -> str:
         )
         return _write_status(ctx, body, previous, observation, outcome="invalid")
 
-    settings = replace(ctx.settings, prometheus_operator=ctx.cache.prometheus_operator())
+    apis = ctx.cache.served_apis()
+    settings = replace(ctx.settings, prometheus_operator=PROMETHEUS_OPERATOR in apis)
     children = build_children(owner, spec, settings)
     if not previous:
         created = ", ".join(f"{o['kind']} {o['metadata']['name']}" for o in children.apply)

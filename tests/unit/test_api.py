@@ -135,9 +135,7 @@ def test_every_rule_is_in_the_crd_with_its_message() -> None:
 
     collect(crd_spec_schema())
     model_rules = [
-        rule.to_openapi()
-        for model in (api.MLModelDeploymentSpec, api.ComputationalResources)
-        for rule in model.rules
+        rule.to_openapi() for model in api.CRDModel.__subclasses__() for rule in model.rules
     ]
     by_rule = lambda r: r["rule"]  # noqa: E731
     assert sorted(crd_rules, key=by_rule) == sorted(model_rules, key=by_rule)

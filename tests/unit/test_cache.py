@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from mlmodel_operator.cache import Cache, child_view, pod_view
+from mlmodel_operator.cache import PROMETHEUS_OPERATOR, Cache, child_view, pod_view
 from mlmodel_operator.status import failed_init_containers
 
 INSTANCE = "app.kubernetes.io/instance"
@@ -202,11 +202,13 @@ def test_pods_are_grouped_by_model_and_forgotten() -> None:
 
 def test_prometheus_operator_needs_both_crds_and_reports_a_flip_once() -> None:
     cache = Cache()
-    cache.observe_prometheus_crd("servicemonitors.monitoring.coreos.com", True)
-    assert not cache.prometheus_operator() and not cache.claim_prometheus_change()
-    cache.observe_prometheus_crd("prometheusrules.monitoring.coreos.com", True)
-    assert cache.prometheus_operator()
-    assert cache.claim_prometheus_change() and not cache.claim_prometheus_change()
+    cache.observe_crd("servicemonitors.monitoring.coreos.com", {"v1"})
+    assert not cache.served_apis() and not cache.claim_api_change()
+    cache.observe_crd("prometheusrules.monitoring.coreos.com", {"v1alpha1"})
+    assert not cache.served_apis() and not cache.claim_api_change()
+    cache.observe_crd("prometheusrules.monitoring.coreos.com", {"v1alpha1", "v1"})
+    assert cache.served_apis() == {PROMETHEUS_OPERATOR}
+    assert cache.claim_api_change() and not cache.claim_api_change()
 
 
 def test_objects_that_are_not_the_operators_are_kept_as_name_and_controller() -> None:
