@@ -226,9 +226,7 @@ def test_fail_names_the_metric_and_leaves_the_stable_alone() -> None:
 
 
 def test_inconclusive_is_judged_again_after_another_interval() -> None:
-    decision = advance(
-        status(P.Progressing, 2, started=DUE), facts(), NOW, verdict(R.Inconclusive)
-    )
+    decision = advance(status(P.Progressing, 2, started=DUE), facts(), NOW, verdict(R.Inconclusive))
     assert decision.status is not None and decision.status.step_started_at == rfc3339(NOW)
     assert decision.requeue_after == 60 and decision.replicas == Split(5, 5)
 
