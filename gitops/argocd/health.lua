@@ -1,10 +1,14 @@
 -- Argo CD health check for machine-learning.org/MLModelDeployment.
 -- Argo CD passes the live object as `obj` and reads back {status = ..., message = ...}.
 --   Missing      the operator has written no status yet (is it installed and watching?)
---   Progressing  the operator has not yet observed the latest spec, the rollout is under way, or it
---                waits for capacity (phase Pending: GPUs no node has free, a quota), with the reason
+--   Progressing  the operator has not yet observed the latest spec, the rollout is under way (a
+--                canary's steps and promotion included), or it waits for capacity (phase Pending:
+--                GPUs no node has free, a quota), with the reason
+--   Suspended    a canary paused at its weight: its analysis was inconclusive (too few requests,
+--                no Prometheus), judged again every interval
 --   Healthy      Ready=True at the latest generation
---   Degraded     phase Degraded or Failed (a stuck rollout, an image that cannot run, a bad spec)
+--   Degraded     phase Degraded or Failed (a stuck rollout, a canary rolled back, an image that
+--                cannot run, a bad spec)
 local hs = {}
 
 local function ready_condition(status)
@@ -40,6 +44,14 @@ end
 if generation ~= nil and (status.observedGeneration == nil or status.observedGeneration < generation) then
   hs.status = "Progressing"
   hs.message = "Waiting for the operator to observe generation " .. tostring(generation)
+  return hs
+end
+
+local rollout = status.rollout
+if rollout ~= nil and (rollout.phase == "Paused" or rollout.phase == "Progressing" or rollout.phase == "Promoting")
+    and status.phase ~= "Degraded" and status.phase ~= "Failed" then
+  hs.status = rollout.phase == "Paused" and "Suspended" or "Progressing"
+  hs.message = rollout.message or ("Canary " .. rollout.phase)
   return hs
 end
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlmodel_operator import api
+from mlmodel_operator.builders.canary import TRACK_LABEL
 from mlmodel_operator.builders.meta import (
     INSTANCE_LABEL,
     MANAGED_BY_LABEL,
@@ -29,6 +30,7 @@ from mlmodel_operator.builders.meta import (
     VERSION_LABEL,
     controller_uid,
 )
+from mlmodel_operator.rollout.machine import OVERRIDE_ANNOTATION
 
 MODEL_KIND = api.KIND
 # A write's answer older than a deletion the watch reported is not brought back to life; a
@@ -57,11 +59,16 @@ def _pick(mapping: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 
 
 def model_view(body: dict[str, Any]) -> dict[str, Any]:
-    """An MLModelDeployment as the reconcile reads it: metadata, spec and status."""
+    """An MLModelDeployment as the reconcile reads it: metadata (of its annotations only the
+    rollout override), spec and status."""
+    meta = body.get("metadata") or {}
+    view_meta = _pick(meta, _MODEL_METADATA)
+    if override := _pick(meta.get("annotations") or {}, (OVERRIDE_ANNOTATION,)):
+        view_meta["annotations"] = override
     return {
         "apiVersion": body.get("apiVersion", f"{api.GROUP}/{api.VERSION}"),
         "kind": body.get("kind", api.KIND),
-        "metadata": _pick(body.get("metadata") or {}, _MODEL_METADATA),
+        "metadata": view_meta,
         "spec": body.get("spec") or {},
         "status": body.get("status") or {},
     }
@@ -110,7 +117,7 @@ def pod_view(body: dict[str, Any]) -> dict[str, Any]:
     labels = meta.get("labels") or {}
     view_meta: dict[str, Any] = {
         "name": meta.get("name"),
-        "labels": _pick(labels, (INSTANCE_LABEL, VERSION_LABEL)),
+        "labels": _pick(labels, (INSTANCE_LABEL, VERSION_LABEL, TRACK_LABEL)),
     }
     if meta.get("deletionTimestamp"):
         view_meta["deletionTimestamp"] = meta["deletionTimestamp"]
@@ -346,11 +353,13 @@ class Cache:
 
 # Other projects' APIs the operator uses when the cluster serves them: name -> {CRD: version}.
 PROMETHEUS_OPERATOR = "prometheus-operator"
+GATEWAY_API = "gateway-api"
 OPTIONAL_APIS: dict[str, dict[str, str]] = {
     PROMETHEUS_OPERATOR: {
         "servicemonitors.monitoring.coreos.com": "v1",
         "prometheusrules.monitoring.coreos.com": "v1",
     },
+    GATEWAY_API: {"httproutes.gateway.networking.k8s.io": "v1"},
 }
 OPTIONAL_CRDS = frozenset(crd for crds in OPTIONAL_APIS.values() for crd in crds)
 

@@ -20,6 +20,7 @@ import kopf
 
 from mlmodel_operator import api, config, kube, metrics, peering
 from mlmodel_operator.builders import BuildSettings, NetworkPolicySettings
+from mlmodel_operator.builders.canary import CANARY_SUFFIX, STABLE_SUFFIX
 from mlmodel_operator.builders.meta import (
     INSTANCE_LABEL,
     MANAGED_BY_LABEL,
@@ -46,6 +47,7 @@ CHILDREN = [
     # Watched once the cluster serves them (kopf notices CRDs coming).
     (_PROMETHEUS_GROUP, _PROMETHEUS_VERSION, "servicemonitors"),
     (_PROMETHEUS_GROUP, _PROMETHEUS_VERSION, "prometheusrules"),
+    ("gateway.networking.k8s.io", "v1", "httproutes"),
 ]
 # Pods carry the instance label but are owned by ReplicaSets; their scheduling verdicts and
 # readiness are what the status reports.
@@ -158,7 +160,8 @@ def _owners(parts: Running, body: dict[str, Any]) -> list[tuple[str, str]]:
     namespace, name = meta["namespace"], meta["name"]
     if is_ours(body):
         return [(namespace, meta["labels"][INSTANCE_LABEL])]
-    candidates = {name, name.removesuffix(MONITOR_CONFIG_SUFFIX)}
+    suffixes = (MONITOR_CONFIG_SUFFIX, CANARY_SUFFIX, STABLE_SUFFIX)
+    candidates = {name} | {name.removesuffix(suffix) for suffix in suffixes}
     return [(namespace, model) for model in candidates if parts.cache.model(namespace, model)]
 
 

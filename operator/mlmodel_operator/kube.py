@@ -178,6 +178,14 @@ class Kube:
                 return False
             raise
 
+    def remove_model_annotation(self, namespace: str, name: str, key: str, value: str) -> dict:
+        """Remove an annotation of the MLModelDeployment if it still has `value`: a JSON patch
+        whose test fails (422) when someone set it again since it was read."""
+        path = resource_path(f"{api.GROUP}/{api.VERSION}", api.KIND, namespace, name)
+        pointer = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+        body = [{"op": "test", "path": pointer, "value": value}, {"op": "remove", "path": pointer}]
+        return self.request("PATCH", path, body=body, content_type="application/json-patch+json")
+
     def patch_model_status(
         self, namespace: str, name: str, status: dict[str, Any], resource_version: str
     ) -> dict[str, Any]:

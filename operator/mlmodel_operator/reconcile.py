@@ -26,14 +26,24 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from mlmodel_operator import api, metrics
-from mlmodel_operator.builders import BuildSettings, Owner, build_children
+from mlmodel_operator.analysis import analyse
+from mlmodel_operator.builders import BuildSettings, Children, Owner, build_children
+from mlmodel_operator.builders.canary import CANARY_SUFFIX, revision_of, template_revision
 from mlmodel_operator.builders.deployment import no_model_note
 from mlmodel_operator.builders.meta import controller_uid, selector_string
 from mlmodel_operator.builders.service import endpoint
-from mlmodel_operator.cache import MODEL_KIND, PROMETHEUS_OPERATOR, Cache
+from mlmodel_operator.cache import GATEWAY_API, MODEL_KIND, PROMETHEUS_OPERATOR, Cache
 from mlmodel_operator.compare import covers, with_hash
 from mlmodel_operator.events import EventRecorder
 from mlmodel_operator.kube import Kube, describe_error, is_transient, retry_after
+from mlmodel_operator.rollout.machine import (
+    OVERRIDE_ANNOTATION,
+    Decision,
+    advance,
+    rfc3339,
+    window_end,
+)
+from mlmodel_operator.rollout.plan import Live, arrange, facts_from, override_of, split_pods
 from mlmodel_operator.runtimes import runtime_for
 from mlmodel_operator.status import Observation, compute_status, transition_events
 from mlmodel_operator.workqueue import Retry
@@ -87,6 +97,15 @@ def status_needs_write(previous: dict[str, Any], status: dict[str, Any]) -> bool
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What a reconcile did, and when the resource wants another one although nothing changes
+    (a canary step's window ends)."""
+
+    result: str
+    requeue_after: float | None = None
+
+
+@dataclass(frozen=True)
 class Context:
     """What a reconcile works with, made once at start-up."""
 
@@ -96,11 +115,11 @@ class Context:
     settings: BuildSettings
 
 
-def reconcile_once(ctx: Context, namespace: str, name: str) -> str:
-    """Bring one MLModelDeployment's children and status up to date; returns the outcome."""
+def reconcile_once(ctx: Context, namespace: str, name: str) -> Outcome:
+    """Bring one MLModelDeployment's children and status up to date."""
     body = ctx.cache.model(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
-        return "gone"  # the garbage collector removes the children
+        return Outcome("gone")  # the garbage collector removes the children
     owner = Owner.from_body(body)
     previous = body.get("status") or {}
     generation = body["metadata"].get("generation", 1)
@@ -118,19 +137,28 @@ def reconcile_once(ctx: Context, namespace: str, name: str) -> str:
             invalid_spec=invalid_spec_message(err),
             **common,
         )
-        return _write_status(ctx, body, previous, observation, outcome="invalid")
+        return Outcome(_write_status(ctx, body, previous, observation, outcome="invalid"))
 
     apis = ctx.cache.served_apis()
-    settings = replace(ctx.settings, prometheus_operator=PROMETHEUS_OPERATOR in apis)
-    children = build_children(owner, spec, settings)
+    settings = replace(
+        ctx.settings,
+        prometheus_operator=PROMETHEUS_OPERATOR in apis,
+        gateway_api=GATEWAY_API in apis,
+    )
+    live = Live(
+        stable=_controlled(ctx, owner, name), canary=_controlled(ctx, owner, name + CANARY_SUFFIX)
+    )
+    children, decision = _rollout(
+        ctx, owner, spec, build_children(owner, spec, settings), body, live, settings
+    )
     if not previous:
         created = ", ".join(f"{o['kind']} {o['metadata']['name']}" for o in children.apply)
         ctx.events.record(body, "Normal", "Created", f"creating {created}")
-    live: dict[str, dict[str, Any]] = {}
+    applied: dict[tuple[str, str], dict[str, Any]] = {}
     errors = []
     for obj in children.apply:
         try:
-            live[obj["kind"]] = _apply(ctx, obj)
+            applied[(obj["kind"], obj["metadata"]["name"])] = _apply(ctx, obj)
         except ApiException as err:
             errors.append(f"{obj['kind']} {obj['metadata']['name']}: {permanent_error(err)}")
         except NotControlled as err:
@@ -150,18 +178,122 @@ def reconcile_once(ctx: Context, namespace: str, name: str) -> str:
         except ApiException as err:
             errors.append(f"deleting {ref.kind} {ref.name}: {permanent_error(err)}")
 
+    stable_pods, canary_pods = split_pods(ctx.cache.pods(namespace, name))
+    canary = applied.get(("Deployment", name + CANARY_SUFFIX))
+    notes = [no_model_note(spec, runtime_for(spec.model_type, settings.runtimes))]
+    if spec.rollout.gateway is not None and not settings.gateway_api:
+        notes.append(
+            "spec.rollout.gateway is set but the cluster serves no Gateway API HTTPRoutes "
+            "(gateway.networking.k8s.io/v1): a canary is split by replicas"
+        )
     observation = Observation(
-        desired_replicas=spec.replicas,
+        desired_replicas=decision.replicas.stable if decision.replicas else spec.replicas,
         gpu_resource=spec.computational_resources.gpu_resource,
-        deployment=live.get("Deployment"),
-        pods=ctx.cache.pods(namespace, name),
+        deployment=applied.get(("Deployment", name)),
+        pods=stable_pods,
+        canary_deployment=canary,
+        canary_pods=canary_pods if canary is not None else [],
+        canary_replicas=decision.replicas.canary if canary is not None and decision.replicas else 0,
         reconcile_error="; ".join(errors) or None,
-        model_note=no_model_note(spec, runtime_for(spec.model_type, settings.runtimes)),
+        model_note="; ".join(filter(None, notes)) or None,
         model_version=spec.model_version,
         monitoring=children.monitoring,
+        rollout=(
+            decision.status.model_dump(mode="json", by_alias=True, exclude_none=True)
+            if decision.status
+            else None
+        ),
+        history=_history(previous, decision, spec, live, children),
         **common,
     )
-    return _write_status(ctx, body, previous, observation)
+    result = _write_status(ctx, body, previous, observation, decision)
+    if decision.override_handled and result != "gone":
+        _clear_override(ctx, body)
+    return Outcome(result, decision.requeue_after)
+
+
+def _controlled(ctx: Context, owner: Owner, name: str) -> dict[str, Any] | None:
+    """The cached Deployment of that name if this resource controls it."""
+    cached = ctx.cache.get("Deployment", owner.namespace, name)
+    return cached if cached is not None and controller_uid(cached) == owner.uid else None
+
+
+def _rollout(
+    ctx: Context,
+    owner: Owner,
+    spec: api.MLModelDeploymentSpec,
+    children: Children,
+    body: dict[str, Any],
+    live: Live,
+    settings: BuildSettings,
+) -> tuple[Children, Decision]:
+    """The rollout's next state, and the children as it arranges them (which template each
+    Deployment runs, with how many replicas; a Gateway's weights)."""
+    stable_built = next(o for o in children.apply if o["kind"] == "Deployment")
+    stored = (body.get("status") or {}).get("rollout")
+    previous = api.RolloutStatus.model_validate(stored) if stored else None
+    exact = spec.rollout.gateway is not None and settings.gateway_api
+    facts = facts_from(spec, stable_built, live, previous, override_of(body), exact)
+    now = datetime.now(UTC)
+    decision = advance(previous, facts, now)
+    if decision.analyse and decision.status is not None:
+        status = decision.status
+        end = window_end(status, facts) or now
+        verdict = analyse(
+            settings.prometheus_url,
+            owner.namespace,
+            owner.name,
+            status.canary_version or "",
+            status.stable_version,
+            spec.rollout.analysis,
+            end.timestamp(),
+        )
+        decision = advance(previous, facts, now, verdict.record(rfc3339(now)))
+    return arrange(owner, spec, children, decision, live, exact), decision
+
+
+def _history(
+    previous: dict[str, Any],
+    decision: Decision,
+    spec: api.MLModelDeploymentSpec,
+    live: Live,
+    children: Children,
+) -> list[dict[str, Any]]:
+    """status.history: revisions that ended in this reconcile, then the earlier ones. A rolling
+    update (the stable Deployment takes a new revision of the spec) is one too."""
+    entries = [
+        r.model_dump(mode="json", by_alias=True, exclude_none=True) for r in decision.history
+    ]
+    stable = next(o for o in children.apply if o["kind"] == "Deployment")
+    revision = revision_of(stable) or template_revision(stable)
+    if (
+        decision.stable == "spec"
+        and decision.canary is None
+        and revision_of(live.stable) != revision
+    ):
+        deployed = api.Revision(
+            version=spec.model_version,
+            pod_template_hash=revision,
+            outcome="Deployed",
+            time=now_rfc3339(),
+        )
+        entries.append(deployed.model_dump(mode="json", by_alias=True, exclude_none=True))
+    return (entries + list(previous.get("history") or []))[: api.MAX_HISTORY]
+
+
+def _clear_override(ctx: Context, body: dict[str, Any]) -> None:
+    """Remove the rollout annotation the reconcile acted on, so that it acts once."""
+    meta = body["metadata"]
+    value = override_of(body) or ""
+    try:
+        updated = ctx.kube.remove_model_annotation(
+            meta["namespace"], meta["name"], OVERRIDE_ANNOTATION, value
+        )
+    except ApiException as err:
+        if err.status in (404, 422):  # gone, or set again since: the next reconcile reads it
+            return
+        raise TransientError(describe_error(err), retry_after(err)) from err
+    ctx.cache.record(updated)
 
 
 def _apply(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
@@ -188,6 +320,7 @@ def _write_status(
     body: dict[str, Any],
     previous: dict[str, Any],
     observation: Observation,
+    decision: Decision | None = None,
     outcome: str | None = None,
 ) -> str:
     status = compute_status(observation, previous, now_rfc3339())
@@ -212,6 +345,8 @@ def _write_status(
         ctx.cache.record(written)
     for event in transition_events(previous, status):
         ctx.events.record(body, event.type, event.reason, event.message)
+    for note in decision.notes if decision else ():
+        ctx.events.record(body, note.type, note.reason, note.message)
     return outcome or status["phase"].lower()
 
 
@@ -222,7 +357,8 @@ class Reconciler:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    def __call__(self, key: tuple[str, str]) -> None:
+    def __call__(self, key: tuple[str, str]) -> float | None:
+        """One reconcile; the seconds after which the key wants another one, if it does."""
         namespace, name = key
         start = time.perf_counter()
         try:
@@ -239,7 +375,8 @@ class Reconciler:
             raise
         finally:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - start)
-        metrics.RECONCILES.labels(result=outcome).inc()
+        metrics.RECONCILES.labels(result=outcome.result).inc()
+        return outcome.requeue_after
 
     def _refresh(self, namespace: str, name: str) -> None:
         try:

@@ -16,9 +16,23 @@ from mlmodel_operator.builders.meta import VERSION_LABEL
 
 READY, PROGRESSING, AVAILABLE, SCHEDULED = "Ready", "Progressing", "Available", "Scheduled"
 MONITORING_READY = "MonitoringReady"
-CONDITION_TYPES = (READY, PROGRESSING, AVAILABLE, SCHEDULED, MONITORING_READY)
+# kstatus' standard conditions (Flux reads them): Reconciling while the spec is not yet realised,
+# Stalled while it cannot be without someone's help. "Abnormal-true": False when all is well.
+RECONCILING, STALLED = "Reconciling", "Stalled"
+CONDITION_TYPES = (
+    READY,
+    PROGRESSING,
+    AVAILABLE,
+    SCHEDULED,
+    MONITORING_READY,
+    RECONCILING,
+    STALLED,
+)
 # Phases in which something needs a person's attention; their events are Warnings.
 TROUBLED_PHASES = {"Degraded", "Failed"}
+# Ready reasons of a canary rollout: its state machine posts their Events itself.
+ROLLOUT_REASONS = {"CanaryStep", "AnalysisInconclusive", "Promoting", "RolledBack"}
+ACTIVE_ROLLOUT = {"Progressing", "Paused", "Promoting"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,13 @@ class Observation:
     monitoring: MonitoringSetup | None = None  # None: unknown (e.g. the spec is invalid)
     model_note: str | None = None  # e.g. that the server was given no model to load
     model_version: str | None = None  # spec.model_version, named in rollout messages
+    # A canary: its Deployment, pods and replicas (the stable's are the fields above), and the
+    # rollout's state and revision history as the state machine left them.
+    canary_deployment: dict[str, Any] | None = None
+    canary_pods: list[dict[str, Any]] = field(default_factory=list)
+    canary_replicas: int = 0
+    rollout: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -334,6 +355,66 @@ def evaluate(obs: Observation) -> tuple[str, dict[str, Cond]]:
     return "Failed", conditions
 
 
+def with_rollout(
+    obs: Observation, phase: str, conditions: dict[str, Cond]
+) -> tuple[str, dict[str, Cond]]:
+    """The phase and conditions as a canary rollout makes them. While a canary runs, Ready stays
+    True as long as a version serves, and Progressing says how the canary fares; after a rollback
+    the spec's version is not what serves: Degraded. Trouble of the stable version itself, or
+    an error of the operator's, wins over both."""
+    rollout = obs.rollout or {}
+    state = rollout.get("phase")
+    message = rollout.get("message") or ""
+    if state == "RolledBack" and phase == "Ready":
+        conditions[READY] = Cond("False", "RolledBack", message)
+        conditions[PROGRESSING] = Cond("False", "RolledBack", message)
+        return "Degraded", conditions
+    if state not in ACTIVE_ROLLOUT or phase not in ("Ready", "Progressing"):
+        return phase, conditions
+    stable_ready = ((obs.deployment or {}).get("status") or {}).get("readyReplicas", 0)
+    canary_ready = ((obs.canary_deployment or {}).get("status") or {}).get("readyReplicas", 0)
+    reason = {"Paused": "AnalysisInconclusive", "Promoting": "Promoting"}.get(state, "CanaryStep")
+    serving = stable_ready + canary_ready
+    conditions[READY] = Cond("True", reason, message) if serving else Cond("False", reason, message)
+    conditions[AVAILABLE] = _availability(serving, obs.desired_replicas + obs.canary_replicas)
+    progressing = Cond("False" if state == "Paused" else "True", reason, message)
+    if obs.canary_deployment is not None:
+        canary = Observation(
+            generation=obs.generation,
+            desired_replicas=obs.canary_replicas,
+            gpu_resource=obs.gpu_resource,
+            endpoint=obs.endpoint,
+            selector=obs.selector,
+            deployment=obs.canary_deployment,
+            pods=obs.canary_pods,
+        )
+        scheduling = _scheduling(canary)
+        if blocked := _blocked(canary, obs.canary_deployment, scheduling):
+            # The canary cannot run (no GPU free for it, an image that cannot start): the
+            # rollout waits, and says why; the stable version goes on serving.
+            what = "waiting for capacity" if waits_for_capacity(blocked) else "blocked"
+            progressing = Cond(
+                "False", blocked.reason, f"canary {what}: {blocked.message}; {message}"
+            )
+            conditions[SCHEDULED] = scheduling
+    conditions[PROGRESSING] = progressing
+    return "Progressing", conditions
+
+
+def kstatus_conditions(phase: str, ready: Cond) -> dict[str, Cond]:
+    """Reconciling and Stalled, from the phase: a canary under way is still reconciling."""
+    reconciling = phase in ("Pending", "Progressing")
+    stalled = phase in TROUBLED_PHASES
+    return {
+        RECONCILING: Cond("True", ready.reason, ready.message)
+        if reconciling
+        else Cond("False", "Reconciled" if not stalled else ready.reason),
+        STALLED: Cond("True", ready.reason, ready.message)
+        if stalled
+        else Cond("False", "NotStalled"),
+    }
+
+
 def merge_conditions(
     previous: list[dict[str, Any]], current: dict[str, Cond], generation: int, now: str
 ) -> list[dict[str, Any]]:
@@ -359,26 +440,38 @@ def merge_conditions(
 def compute_status(obs: Observation, previous: dict[str, Any], now: str) -> dict[str, Any]:
     """The full status to store. Unchanged input gives an unchanged status (no write needed)."""
     phase, conditions = evaluate(obs)
+    if obs.invalid_spec is None and obs.reconcile_error is None:
+        phase, conditions = with_rollout(obs, phase, conditions)
     conditions[MONITORING_READY] = monitoring_condition(obs.monitoring)
-    dep_status = (obs.deployment or {}).get("status", {})
-    ready = dep_status.get("readyReplicas", 0)
-    return {
+    conditions.update(kstatus_conditions(phase, conditions[READY]))
+    deployments = [d for d in (obs.deployment, obs.canary_deployment) if d]
+    counts = {
+        key: sum((d.get("status") or {}).get(key, 0) for d in deployments)
+        for key in ("replicas", "readyReplicas", "updatedReplicas")
+    }
+    ready = counts["readyReplicas"]
+    status = {
         "observedGeneration": obs.generation,
         "phase": phase,
         "conditions": merge_conditions(
             previous.get("conditions") or [], conditions, obs.generation, now
         ),
-        "replicas": dep_status.get("replicas", 0),
+        "replicas": counts["replicas"],
         "readyReplicas": ready,
-        "updatedReplicas": dep_status.get("updatedReplicas", 0),
-        "ready": f"{ready}/{obs.desired_replicas}",
+        "updatedReplicas": counts["updatedReplicas"],
+        "ready": f"{ready}/{obs.desired_replicas + obs.canary_replicas}",
         "selector": obs.selector,
         # Shown once a replica has been ready, so that a URL is never offered for a model that
         # has never answered; kept afterwards (it is where the model is served from).
         "endpoint": obs.endpoint if ready or previous.get("endpoint") else None,
-        "modelVersion": serving_versions(obs.pods),
+        "modelVersion": serving_versions(obs.pods + obs.canary_pods),
         "message": conditions[READY].message,
     }
+    if obs.rollout is not None:
+        status["rollout"] = obs.rollout
+    if obs.history:
+        status["history"] = obs.history
+    return status
 
 
 def _ready_reason(status: dict[str, Any]) -> str | None:
@@ -400,7 +493,7 @@ def transition_events(previous: dict[str, Any], current: dict[str, Any]) -> list
     being rolled out changes. Its message is the status message, which names the generation
     and model_version it is about."""
     after = _transition(current)
-    if _transition(previous) == after or after[1] is None:
+    if _transition(previous) == after or after[1] is None or after[1] in ROLLOUT_REASONS:
         return []
     waiting = current["phase"] == "Pending" and after[1] != "Creating"
     kind = "Warning" if current["phase"] in TROUBLED_PHASES or waiting else "Normal"

@@ -7,6 +7,8 @@
   longer), and is never dropped; a success resets its backoff;
 - a key added "soon" waits a moment first, and further "soon" adds in that moment are folded
   into it: the several pod and Deployment events of one rollout step make one reconcile;
+- the processing function may ask for its key again after some seconds (a canary step's
+  window ends although nothing changes);
 - a key added as urgent (a resource whose spec changed) goes before the others (a pod that
   became ready, the resync), as in controller-runtime's priority queue: under load, what a
   user asked for is not queued behind the echoes of earlier work.
@@ -50,7 +52,7 @@ def backoff(
 class WorkQueue:
     def __init__(
         self,
-        process: Callable[[Hashable], None],
+        process: Callable[[Hashable], float | None],
         workers: int,
         base_delay: float = BASE_DELAY_SECONDS,
     ) -> None:
@@ -94,6 +96,12 @@ class WorkQueue:
             if key in self._soon:
                 return
             self._soon.add(key)
+            heapq.heappush(self._delayed, (time.monotonic() + delay, next(self._seq), key))
+            self._cond.notify()
+
+    def add_after(self, key: Hashable, delay: float) -> None:
+        """Add `key` in `delay` seconds, whatever else is waiting for it."""
+        with self._cond:
             heapq.heappush(self._delayed, (time.monotonic() + delay, next(self._seq), key))
             self._cond.notify()
 
@@ -156,8 +164,10 @@ class WorkQueue:
         while (key := self._next()) is not None:
             retry_in = None
             try:
-                self._process(key)
+                again = self._process(key)
                 self._failures.pop(key, None)
+                if again is not None:
+                    self.add_after(key, again)
             except Retry as err:
                 failures = self._failures[key] = self._failures.get(key, 0) + 1
                 retry_in = backoff(failures, err.retry_after, self._base_delay)

@@ -18,6 +18,7 @@ from mlmodel_operator.builders.monitor import (
 )
 from mlmodel_operator.builders.network_policy import NetworkPolicySettings, build_network_policy
 from mlmodel_operator.builders.prometheus import build_prometheus_rule, build_service_monitor
+from mlmodel_operator.builders.route import ROUTE_API, build_http_route
 from mlmodel_operator.builders.service import build_service
 from mlmodel_operator.hashing import content_hash
 from mlmodel_operator.runtimes import Runtime, runtime_for
@@ -54,6 +55,8 @@ class BuildSettings:
     network_policy: NetworkPolicySettings | None = None
     # Prometheus' HTTP API (--prometheus-url), for canary analysis and autoscaler triggers.
     prometheus_url: str | None = None
+    # Whether the cluster serves the Gateway API's HTTPRoutes (gateway.networking.k8s.io/v1).
+    gateway_api: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,11 @@ def build_children(
     )
     service = build_service(owner, spec, runtime, monitored=monitor is not None)
     children.append(service)
+    gateway = spec.rollout.gateway
+    if gateway is not None and settings.gateway_api:
+        children.append(build_http_route(owner, spec, gateway, canary_weight=None))
+    else:
+        absent.append(ObjectRef(ROUTE_API, "HTTPRoute", owner.namespace, owner.name))
     if settings.network_policy is not None:
         children.append(build_network_policy(owner, spec, service, settings.network_policy))
     else:

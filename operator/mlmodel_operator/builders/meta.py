@@ -16,6 +16,7 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 VERSION_LABEL = "app.kubernetes.io/version"
 MODEL_TYPE_LABEL = f"{api.GROUP}/model-type"
 APP_NAME = "mlmodel"
+MODEL_SERVER = "model-server"  # the component label of the model's own objects
 
 
 # What the `restricted` Pod Security Standard asks of every container and pod.
@@ -64,7 +65,7 @@ def labels(owner: Owner, spec: api.MLModelDeploymentSpec) -> dict[str, str]:
         **selector_labels(owner),
         MANAGED_BY_LABEL: OPERATOR_NAME,
         PART_OF_LABEL: OPERATOR_NAME,
-        COMPONENT_LABEL: "model-server",
+        COMPONENT_LABEL: MODEL_SERVER,
         MODEL_TYPE_LABEL: str(spec.model_type),
     }
     if spec.model_version:

@@ -7,7 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 from mlmodel_operator import api
-from mlmodel_operator.builders.meta import Owner, object_meta, selector_labels
+from mlmodel_operator.builders.meta import (
+    COMPONENT_LABEL,
+    MODEL_SERVER,
+    Owner,
+    object_meta,
+    selector_labels,
+)
 
 PROMETHEUS_API = "monitoring.coreos.com/v1"
 
@@ -18,7 +24,8 @@ def build_service_monitor(owner: Owner, spec: api.MLModelDeploymentSpec) -> dict
         "kind": "ServiceMonitor",
         "metadata": object_meta(owner, spec, owner.name),
         "spec": {
-            "selector": {"matchLabels": selector_labels(owner)},
+            # The model Service only, not a route's backend Services for the same pods.
+            "selector": {"matchLabels": {**selector_labels(owner), COMPONENT_LABEL: MODEL_SERVER}},
             "namespaceSelector": {"matchNames": [owner.namespace]},
             "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "30s"}],
         },

@@ -204,15 +204,16 @@ def _start(run: _Run, stable_version: str | None) -> Decision:
     return _at_step(run, status)
 
 
-def step_replicas(facts: Facts, step: int) -> Split:
-    return split(facts.replicas, facts.steps[step - 1])
+def step_replicas(steps: tuple[int, ...], replicas: int, step: int) -> Split:
+    """Replicas of each side at step `step` (from 1)."""
+    return split(replicas, steps[min(step, len(steps)) - 1])
 
 
 def _at_step(run: _Run, status: api.RolloutStatus, requeue: float | None = None) -> Decision:
     """Run the canary at the status' step, the stable keeping its template."""
     facts = run.facts
     weight = facts.steps[(status.step or 1) - 1]
-    replicas = step_replicas(facts, status.step or 1)
+    replicas = step_replicas(facts.steps, facts.replicas, status.step or 1)
     shown = weight if facts.exact_split else replicas.canary_share
     return run.decide(
         _with(status, weight=shown),
