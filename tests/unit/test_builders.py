@@ -17,6 +17,8 @@ from mlmodel_operator.builders import (
     build_children,
 )
 from mlmodel_operator.builders.deployment import model_location, no_model_note
+from mlmodel_operator.builders.meta import VERSION_LABEL
+from mlmodel_operator.monitor.settings import MODEL_VERSION_ENV
 from mlmodel_operator.runtimes import DEFAULT_RUNTIMES, load_catalog, runtime_for
 
 OWNER = Owner(name="m", namespace="ns", uid="uid-1")
@@ -52,6 +54,23 @@ def test_founding_manifest_children() -> None:
     assert sidecar["image"] == "monitor:1"
     assert {p["name"] for p in sidecar["ports"]} == {"http", "metrics"}
     assert server["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+
+
+def test_the_sidecar_takes_its_model_version_from_its_pod() -> None:
+    # The ConfigMap is shared by the stable and the canary pods: the version is the pod's label.
+    deployment = children(spec(model_type="sklearn", model_version="v2"))["Deployment"]
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["labels"][VERSION_LABEL] == "v2"
+    _, sidecar = template["spec"]["containers"]
+    assert sidecar["env"] == [
+        {
+            "name": MODEL_VERSION_ENV,
+            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{VERSION_LABEL}']"}},
+        }
+    ]
+    built = children(spec(model_type="sklearn", model_version="v2"))["ConfigMap"]
+    (config,) = (json.loads(text) for text in built["data"].values())
+    assert config["model_version"] == ""
 
 
 def test_every_child_is_owned_and_labelled() -> None:

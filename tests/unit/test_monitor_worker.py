@@ -15,14 +15,15 @@ from mlmodel_operator.api import DriftSettings
 from mlmodel_operator.monitor.drift import CheckResult, DriftDetector
 from mlmodel_operator.monitor.payloads import Exchange
 from mlmodel_operator.monitor.proxy import Proxy
-from mlmodel_operator.monitor.settings import MonitorSettings
+from mlmodel_operator.monitor.settings import MODEL_VERSION_ENV, MonitorSettings
 from mlmodel_operator.monitor.worker import DriftWorker
 
 SETTINGS = DriftSettings.model_validate({"window_size": 50, "check_interval_seconds": 5})
 
 
 def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+    # These workers are started without a version, as a sidecar whose pod has no version label.
+    return REGISTRY.get_sample_value(name, {"version": "", **labels}) or 0.0
 
 
 def exchange(rows: list[list[float]]) -> Exchange:
@@ -117,3 +118,31 @@ def test_health_fails_once_the_drift_thread_is_gone() -> None:
     assert asyncio.run(proxy.healthz(None)).status == 200  # type: ignore[arg-type]
     worker.stop()
     assert asyncio.run(proxy.healthz(None)).status == 503  # type: ignore[arg-type]
+
+
+def test_metrics_carry_the_pods_model_version() -> None:
+    worker = DriftWorker("versioned", SETTINGS, version="v2")
+    worker.drop("too_large")
+    dropped = "mlmodel_drift_dropped_payloads_total"
+    assert sample(dropped, model="versioned", version="v2", reason="too_large") == 1
+    assert sample(dropped, model="versioned", reason="too_large") == 0
+
+
+def test_the_environment_sets_the_version_even_empty() -> None:
+    text = '{"model_name": "m", "upstream": "http://127.0.0.1:9", "model_version": "file"}'
+    assert MonitorSettings.load(text, {}).model_version == "file"
+    assert MonitorSettings.load(text, {MODEL_VERSION_ENV: "v2"}).model_version == "v2"
+    # A pod without the version label: the downward API gives "", and the pod has no version.
+    assert MonitorSettings.load(text, {MODEL_VERSION_ENV: ""}).model_version == ""
+
+
+def test_request_series_exist_at_zero_before_the_first_request() -> None:
+    settings = MonitorSettings(
+        model_name="fresh", model_version="v3", upstream="http://127.0.0.1:9", protocol="v1"
+    )
+    Proxy(settings, None)
+    for status in ("2xx", "3xx", "4xx", "5xx"):
+        labels = {"model": "fresh", "version": "v3", "protocol": "v1", "status_class": status}
+        assert REGISTRY.get_sample_value("mlmodel_requests_total", labels) == 0.0
+    count = {"model": "fresh", "version": "v3", "protocol": "v1"}
+    assert REGISTRY.get_sample_value("mlmodel_request_duration_seconds_count", count) == 0.0

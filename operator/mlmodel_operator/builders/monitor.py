@@ -8,11 +8,17 @@ from typing import Any
 from mlmodel_operator import api
 from mlmodel_operator.builders.meta import (
     RESTRICTED_CONTAINER_SECURITY,
+    VERSION_LABEL,
     Owner,
     monitor_config_name,
     object_meta,
 )
-from mlmodel_operator.monitor.settings import CONFIG_DIR, CONFIG_FILE, MonitorSettings
+from mlmodel_operator.monitor.settings import (
+    CONFIG_DIR,
+    CONFIG_FILE,
+    MODEL_VERSION_ENV,
+    MonitorSettings,
+)
 from mlmodel_operator.runtimes import Runtime
 
 SIDECAR_NAME = "monitor"
@@ -56,6 +62,15 @@ def build_monitor_container(image: str, settings: MonitorSettings) -> dict[str, 
         "image": image,
         "command": ["mlmodel-monitor"],
         "args": [f"--config={CONFIG_DIR}/{CONFIG_FILE}"],
+        # The `version` label of its metrics is the pod's, not the shared ConfigMap's: stable
+        # and canary pods differ only there. A pod without the label gets "" (the downward API
+        # gives an empty string for a missing label).
+        "env": [
+            {
+                "name": MODEL_VERSION_ENV,
+                "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{VERSION_LABEL}']"}},
+            }
+        ],
         "ports": [
             {"name": "http", "containerPort": settings.listen_port, "protocol": "TCP"},
             {"name": "metrics", "containerPort": settings.metrics_port, "protocol": "TCP"},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -43,7 +44,11 @@ async def serve(settings: MonitorSettings, stop: asyncio.Event) -> None:
     drift = None
     if settings.drift is not None:
         drift = DriftWorker(
-            settings.model_name, settings.drift, settings.queue_size, settings.queue_bytes
+            settings.model_name,
+            settings.drift,
+            settings.queue_size,
+            settings.queue_bytes,
+            version=settings.model_version,
         )
         drift.start()
     proxy = Proxy(settings, drift)
@@ -64,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logs.configure(args.log_level)
     try:
-        settings = MonitorSettings.model_validate_json(args.config.read_text())
+        settings = MonitorSettings.load(args.config.read_text(), os.environ)
     except (OSError, ValueError) as err:  # a missing file, or one that is not valid settings
         log.error("cannot read the configuration %s: %s", args.config, err)
         return 2

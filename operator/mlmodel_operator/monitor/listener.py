@@ -98,7 +98,7 @@ class CappedListener:
         self.settings = settings
         self.count_refused = count_refused
         self.open = 0
-        self._gauge = metrics.OPEN_CONNECTIONS.labels(settings.model_name)
+        self._gauge = metrics.OPEN_CONNECTIONS.labels(settings.model_name, settings.model_version)
 
     def __call__(self) -> asyncio.Protocol:
         if self.open >= self.settings.max_connections:

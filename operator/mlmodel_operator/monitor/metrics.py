@@ -1,6 +1,7 @@
-"""The sidecar's Prometheus metrics, declared once. Labels are bounded: the model name (one per
-sidecar), the protocol (v2, v1, other), the status class, and drift features (at most
-MAX_FEATURES per model); never a raw path or a value from a request."""
+"""The sidecar's Prometheus metrics, declared once. Labels are bounded: the model name and its
+version (one pair per sidecar: the pod's model_version, so that a canary's requests can be told
+from the stable version's), the protocol (v2, v1, other), the status class, and drift features
+(at most MAX_FEATURES per model); never a raw path or a value from a request."""
 
 from __future__ import annotations
 
@@ -13,100 +14,113 @@ LATENCY_BUCKETS = (
 SIZE_BUCKETS = tuple(float(4**k) for k in range(4, 15))  # 256 B .. 256 MiB
 
 REQUESTS = Counter(
-    "mlmodel_requests_total", "Requests through the sidecar", ["model", "protocol", "status_class"]
+    "mlmodel_requests_total",
+    "Requests through the sidecar",
+    ["model", "version", "protocol", "status_class"],
 )
 LATENCY = Histogram(
     "mlmodel_request_duration_seconds",
     "Time from request to the end of the response, as the client sees it",
-    ["model", "protocol"],
+    ["model", "version", "protocol"],
     buckets=LATENCY_BUCKETS,
 )
-IN_FLIGHT = Gauge("mlmodel_requests_in_flight", "Requests being served", ["model"])
+IN_FLIGHT = Gauge("mlmodel_requests_in_flight", "Requests being served", ["model", "version"])
 REQUEST_SIZE = Histogram(
-    "mlmodel_request_size_bytes", "Request body sizes", ["model", "protocol"], buckets=SIZE_BUCKETS
+    "mlmodel_request_size_bytes",
+    "Request body sizes",
+    ["model", "version", "protocol"],
+    buckets=SIZE_BUCKETS,
 )
 RESPONSE_SIZE = Histogram(
     "mlmodel_response_size_bytes",
     "Response body sizes",
-    ["model", "protocol"],
+    ["model", "version", "protocol"],
     buckets=SIZE_BUCKETS,
 )
 CLIENT_ABORTS = Counter(
     "mlmodel_client_aborts_total",
     "Requests whose client went away before the exchange ended (also counted as status 499)",
-    ["model", "phase"],  # phase: request (while sending its body) or response
+    ["model", "version", "phase"],  # phase: request (while sending its body) or response
 )
 REFUSED_REQUESTS = Counter(
     "mlmodel_refused_requests_total",
     "Requests the sidecar answered itself: bad_request (refused by its HTTP parser), "
     "body_too_large, body_timeout, busy (no room to buffer the body), connection_limit",
-    ["model", "reason"],
+    ["model", "version", "reason"],
 )
-OPEN_CONNECTIONS = Gauge("mlmodel_client_connections", "Client connections open", ["model"])
+OPEN_CONNECTIONS = Gauge(
+    "mlmodel_client_connections", "Client connections open", ["model", "version"]
+)
 BUFFERED_BYTES = Gauge(
-    "mlmodel_buffered_bytes", "Request and response bytes the proxy holds in memory", ["model"]
+    "mlmodel_buffered_bytes",
+    "Request and response bytes the proxy holds in memory",
+    ["model", "version"],
 )
 UPSTREAM_ERRORS = Counter(
     "mlmodel_upstream_errors_total",
     "Requests the model server did not answer: connect errors, timeouts, broken responses",
-    ["model", "kind"],
+    ["model", "version", "kind"],
 )
 UNREADABLE_PAYLOADS = Counter(
     "mlmodel_unreadable_payloads_total",
     "Inference payloads the drift detector could not read (passed through untouched)",
-    ["model", "protocol"],
+    ["model", "version", "protocol"],
 )
 DROPPED_PAYLOADS = Counter(
     "mlmodel_drift_dropped_payloads_total",
     "Payloads not analysed: queue_full (the drift worker was behind), too_large (a body over "
     "max_capture_bytes)",
-    ["model", "reason"],
+    ["model", "version", "reason"],
 )
 DRIFT_QUEUED_BYTES = Gauge(
-    "mlmodel_drift_queued_bytes", "Payload bytes waiting for the drift worker", ["model"]
+    "mlmodel_drift_queued_bytes", "Payload bytes waiting for the drift worker", ["model", "version"]
 )
 DRIFT_WORKER_HEARTBEAT = Gauge(
     "mlmodel_drift_worker_heartbeat_timestamp_seconds",
     "Unix time the drift worker last went round its loop (at least every second while it "
     "is alive and not stuck)",
-    ["model"],
+    ["model", "version"],
 )
 DRIFT_WORKER_ERRORS = Counter(
     "mlmodel_drift_worker_errors_total",
     "Failures the drift worker survived, by stage: reference, ingest, check",
-    ["model", "stage"],
+    ["model", "version", "stage"],
 )
 REJECTED_VALUES = Counter(
     "mlmodel_drift_rejected_values_total",
     "Values left out of drift windows (non-finite, wrong type, too many features)",
-    ["model", "reason"],
+    ["model", "version", "reason"],
 )
 DRIFT_SCORE = Gauge(
     "mlmodel_drift_score",
     "Drift effect size per feature: KS statistic, PSI, or total variation distance",
-    ["model", "direction", "feature", "method"],
+    ["model", "version", "direction", "feature", "method"],
 )
 DRIFT_P_VALUE = Gauge(
     "mlmodel_drift_p_value",
     "Drift test p-value per feature",
-    ["model", "direction", "feature", "method"],
+    ["model", "version", "direction", "feature", "method"],
 )
 DRIFT_FEATURE_DETECTED = Gauge(
     "mlmodel_drift_feature_detected",
     "1 when this feature has drifted",
-    ["model", "direction", "feature"],
+    ["model", "version", "direction", "feature"],
 )
-DRIFT_DETECTED = Gauge("mlmodel_drift_detected", "1 when any feature has drifted", ["model"])
+DRIFT_DETECTED = Gauge(
+    "mlmodel_drift_detected", "1 when any feature has drifted", ["model", "version"]
+)
 DRIFT_WINDOW_SAMPLES = Gauge(
     "mlmodel_drift_window_samples",
     "Samples in the compared window",
-    ["model", "direction", "feature"],
+    ["model", "version", "direction", "feature"],
 )
 DRIFT_LAST_CHECK = Gauge(
-    "mlmodel_drift_last_check_timestamp_seconds", "Unix time of the last drift check", ["model"]
+    "mlmodel_drift_last_check_timestamp_seconds",
+    "Unix time of the last drift check",
+    ["model", "version"],
 )
 DRIFT_REFERENCE_AVAILABLE = Gauge(
     "mlmodel_drift_reference_available",
     "1 when reference data is loaded (or the live baseline is in use), 0 when it cannot be read",
-    ["model", "source"],  # source: uri or live
+    ["model", "version", "source"],  # source: uri or live
 )

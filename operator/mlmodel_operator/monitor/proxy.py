@@ -55,6 +55,10 @@ def _forwardable(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP]
 
 
+# The classes of the final answers the sidecar relays or gives itself (no 1xx is final).
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+
+
 def status_class(status: int) -> str:
     return f"{status // 100}xx"
 
@@ -95,21 +99,28 @@ class Proxy:
         self.upstream = UpstreamPool.for_url(settings.upstream)
         self.timeout = settings.upstream_timeout_seconds
         self.model = settings.model_name
+        self.version = settings.model_version
         self.budget = ByteBudget(
-            settings.max_buffered_bytes, metrics.BUFFERED_BYTES.labels(self.model).set
+            settings.max_buffered_bytes, metrics.BUFFERED_BYTES.labels(self.model, self.version).set
         )
         self._ready_at = 0.0
         self._ready = False
         # Labelled children looked up once: .labels() costs a lock and a dict lookup per call.
-        self._in_flight = metrics.IN_FLIGHT.labels(self.model)
+        self._in_flight = metrics.IN_FLIGHT.labels(self.model, self.version)
         self._timers = {
             protocol: (
-                metrics.LATENCY.labels(self.model, protocol),
-                metrics.REQUEST_SIZE.labels(self.model, protocol),
-                metrics.RESPONSE_SIZE.labels(self.model, protocol),
+                metrics.LATENCY.labels(self.model, self.version, protocol),
+                metrics.REQUEST_SIZE.labels(self.model, self.version, protocol),
+                metrics.RESPONSE_SIZE.labels(self.model, self.version, protocol),
             )
             for protocol in ("v2", "v1", "other")
         }
+        if settings.performance_tracking:
+            # Every status class at zero from the start, for the model's protocol: a series
+            # that appears with its first request would have that request missed by
+            # increase(), and a canary's first 5xx are what its analysis must count.
+            for status in STATUS_CLASSES:
+                metrics.REQUESTS.labels(self.model, self.version, settings.protocol, status)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.max_body_bytes)
@@ -195,12 +206,12 @@ class Proxy:
             return await self._exchange(request, protocol, body, hold, outcome)
         except Refused as refused:
             outcome.status = refused.status
-            metrics.REFUSED_REQUESTS.labels(self.model, refused.reason).inc()
+            metrics.REFUSED_REQUESTS.labels(self.model, self.version, refused.reason).inc()
             return refused.response()
         except ConnectionError as err:
             # Not a failure of the model server nor of the sidecar: counted apart, not logged.
             outcome.status = CLIENT_CLOSED
-            metrics.CLIENT_ABORTS.labels(self.model, outcome.phase).inc()
+            metrics.CLIENT_ABORTS.labels(self.model, self.version, outcome.phase).inc()
             log.debug("client went away during the %s: %r", outcome.phase, err)
             # Returned, not raised: aiohttp would take an exception for a failure of its own.
             # Nobody is left to read it.
@@ -221,7 +232,7 @@ class Proxy:
 
     def count_refused(self, protocol: str, status: int, reason: str) -> None:
         """A request the sidecar answered itself, before or instead of the handler."""
-        metrics.REFUSED_REQUESTS.labels(self.model, reason).inc()
+        metrics.REFUSED_REQUESTS.labels(self.model, self.version, reason).inc()
         self._count(protocol, Outcome(status), 0.0)
 
     def _count(self, protocol: str, outcome: Outcome, seconds: float) -> None:
@@ -229,7 +240,9 @@ class Proxy:
             return
         latency, request_size, response_size = self._timers[protocol]
         latency.observe(seconds)
-        metrics.REQUESTS.labels(self.model, protocol, status_class(outcome.status)).inc()
+        metrics.REQUESTS.labels(
+            self.model, self.version, protocol, status_class(outcome.status)
+        ).inc()
         request_size.observe(outcome.received)
         response_size.observe(outcome.sent)
 
@@ -304,11 +317,11 @@ class Proxy:
                         outcome.exchange = self._capture(protocol, body, request, upstream, payload)
                         return self._relayed(request, upstream, payload)
             except TimeoutError:
-                metrics.UPSTREAM_ERRORS.labels(self.model, "timeout").inc()
+                metrics.UPSTREAM_ERRORS.labels(self.model, self.version, "timeout").inc()
                 outcome.status = 504
                 return web.Response(status=504, text="model server timed out")
             except UpstreamError as err:
-                metrics.UPSTREAM_ERRORS.labels(self.model, "connect").inc()
+                metrics.UPSTREAM_ERRORS.labels(self.model, self.version, "connect").inc()
                 outcome.status = 502
                 return web.Response(status=502, text=f"model server unreachable: {err}")
             return await self._stream(request, protocol, body, upstream, hold, outcome)
@@ -383,7 +396,7 @@ class Proxy:
                         kept = None  # too large to analyse; it still passes through
         except (UpstreamError, TimeoutError):
             # Headers are already out: all that is left is to cut the connection short.
-            metrics.UPSTREAM_ERRORS.labels(self.model, "broken").inc()
+            metrics.UPSTREAM_ERRORS.labels(self.model, self.version, "broken").inc()
             if request.transport is not None:
                 request.transport.close()
             return response

@@ -3,6 +3,7 @@ ConfigMap and read by the sidecar at start-up."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -11,12 +12,17 @@ from mlmodel_operator.api import SIDECAR_METRICS_PORT, SIDECAR_PROXY_PORT, Drift
 
 CONFIG_DIR = "/etc/mlmodel-monitor"
 CONFIG_FILE = "config.json"
+# The pod's model_version, from its app.kubernetes.io/version label (the downward API): the
+# ConfigMap is shared by the stable and the canary pods, so the version comes from the pod. Set
+# in the environment, even empty (a pod without the label), it overrides the configuration's.
+MODEL_VERSION_ENV = "MLMODEL_MONITOR_MODEL_VERSION"
 
 
 class MonitorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model_name: str
+    model_version: str = ""  # the `version` label of every metric; see MODEL_VERSION_ENV
     upstream: str  # the model server in the same pod, e.g. http://127.0.0.1:8000
     # GET path on the model server that answers 200 when it is ready; None: a TCP connect.
     upstream_ready_path: str | None = "/v2/health/ready"
@@ -55,6 +61,14 @@ class MonitorSettings(BaseModel):
     max_request_line_bytes: int = 64 * 2**10
     max_header_field_bytes: int = 16 * 2**10
     max_headers: int = 2048
+
+    @classmethod
+    def load(cls, text: str, environ: Mapping[str, str]) -> MonitorSettings:
+        """The settings in a JSON configuration, with the pod's own values from `environ`."""
+        settings = cls.model_validate_json(text)
+        if MODEL_VERSION_ENV in environ:
+            settings = settings.model_copy(update={"model_version": environ[MODEL_VERSION_ENV]})
+        return settings
 
     @model_validator(mode="after")
     def _a_body_fits_the_buffer(self) -> MonitorSettings:

@@ -32,15 +32,18 @@ class DriftWorker:
         settings: DriftSettings,
         queue_size: int = 1000,
         queue_bytes: int = 32 * 2**20,
+        *,
+        version: str = "",
     ) -> None:
         self.model = model
+        self.version = version
         self.settings = settings
         self.queue: queue.Queue[Exchange] = queue.Queue(maxsize=queue_size)
         self.queue_bytes = queue_bytes
         self.detector: DriftDetector | None = None
         self.source = "uri" if settings.reference_uri else "live"
         self._queued_bytes = 0
-        self._queued_gauge = metrics.DRIFT_QUEUED_BYTES.labels(model)
+        self._queued_gauge = metrics.DRIFT_QUEUED_BYTES.labels(model, version)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._logged_failures: set[tuple[str, str]] = set()
@@ -77,7 +80,7 @@ class DriftWorker:
         self._queued_gauge.set(self._queued_bytes)
 
     def drop(self, reason: str) -> None:
-        metrics.DROPPED_PAYLOADS.labels(self.model, reason).inc()
+        metrics.DROPPED_PAYLOADS.labels(self.model, self.version, reason).inc()
 
     def _dequeued(self, size: int) -> None:
         with self._lock:
@@ -88,12 +91,14 @@ class DriftWorker:
 
     def _run(self) -> None:
         retry_at = 0.0
-        heartbeat = metrics.DRIFT_WORKER_HEARTBEAT.labels(self.model)
+        heartbeat = metrics.DRIFT_WORKER_HEARTBEAT.labels(self.model, self.version)
         while not self._stopping.is_set():
             heartbeat.set(time.time())
             due_to_load = self.detector is None and time.monotonic() >= retry_at
             if due_to_load and not self._guarded("reference", self._load_detector):
-                metrics.DRIFT_REFERENCE_AVAILABLE.labels(self.model, self.source).set(0)
+                metrics.DRIFT_REFERENCE_AVAILABLE.labels(self.model, self.version, self.source).set(
+                    0
+                )
                 retry_at = time.monotonic() + self.settings.check_interval_seconds
             try:
                 exchange: Exchange | None = self.queue.get(timeout=POLL_SECONDS)
@@ -112,7 +117,7 @@ class DriftWorker:
         try:
             return step(*args) is not False
         except Exception as err:
-            metrics.DRIFT_WORKER_ERRORS.labels(self.model, stage).inc()
+            metrics.DRIFT_WORKER_ERRORS.labels(self.model, self.version, stage).inc()
             kind = (stage, type(err).__name__)
             if kind in self._logged_failures:
                 log.debug("drift %s failed again: %r", stage, err)
@@ -130,7 +135,7 @@ class DriftWorker:
                 log.warning("drift: reference unavailable: %s (retrying)", err)
                 return False
         self.detector = DriftDetector(self.settings, reference)
-        metrics.DRIFT_REFERENCE_AVAILABLE.labels(self.model, self.source).set(1)
+        metrics.DRIFT_REFERENCE_AVAILABLE.labels(self.model, self.version, self.source).set(1)
         if reference is None:
             log.info("drift: no reference_uri; the first window of live traffic is the reference")
         return True
@@ -140,7 +145,7 @@ class DriftWorker:
         try:
             inputs, outputs = parse(exchange)
         except UnreadablePayload:
-            metrics.UNREADABLE_PAYLOADS.labels(self.model, exchange.protocol).inc()
+            metrics.UNREADABLE_PAYLOADS.labels(self.model, self.version, exchange.protocol).inc()
             return
         if exchange.status != 200:
             return  # a request the model refused says nothing about the data it serves
@@ -149,7 +154,7 @@ class DriftWorker:
         self.detector.add("output", outputs)
         for reason, count in self.detector.rejected.items():
             if count > before.get(reason, 0):
-                metrics.REJECTED_VALUES.labels(self.model, reason).inc(
+                metrics.REJECTED_VALUES.labels(self.model, self.version, reason).inc(
                     count - before.get(reason, 0)
                 )
 
@@ -157,17 +162,14 @@ class DriftWorker:
         assert self.detector is not None
         result = self.detector.check()
         for feature in result.features:
-            labels = (self.model, feature.direction, feature.feature, feature.method)
+            labels = (self.model, self.version, feature.direction, feature.feature, feature.method)
             metrics.DRIFT_SCORE.labels(*labels).set(feature.score)
             metrics.DRIFT_P_VALUE.labels(*labels).set(feature.p_value)
-            metrics.DRIFT_FEATURE_DETECTED.labels(
-                self.model, feature.direction, feature.feature
-            ).set(int(feature.drifted))
-            metrics.DRIFT_WINDOW_SAMPLES.labels(self.model, feature.direction, feature.feature).set(
-                feature.samples
-            )
-        metrics.DRIFT_DETECTED.labels(self.model).set(int(result.drifted))
-        metrics.DRIFT_LAST_CHECK.labels(self.model).set(result.checked_at)
+            feature_labels = (self.model, self.version, feature.direction, feature.feature)
+            metrics.DRIFT_FEATURE_DETECTED.labels(*feature_labels).set(int(feature.drifted))
+            metrics.DRIFT_WINDOW_SAMPLES.labels(*feature_labels).set(feature.samples)
+        metrics.DRIFT_DETECTED.labels(self.model, self.version).set(int(result.drifted))
+        metrics.DRIFT_LAST_CHECK.labels(self.model, self.version).set(result.checked_at)
         self._log_transition(result)
 
     def _log_transition(self, result: CheckResult) -> None:

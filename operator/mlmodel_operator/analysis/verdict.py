@@ -1,0 +1,116 @@
+"""Judging a canary step from its window's figures: pure, no I/O.
+
+Too few requests make the step Inconclusive, never Pass nor Fail: a verdict on missing data
+would promote or roll back by chance. Otherwise every threshold the new version breaks is named,
+with its value; the stable version's figures, when known, are added for comparison.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from mlmodel_operator import api
+
+
+@dataclass(frozen=True)
+class WindowMetrics:
+    """One version's requests in a window, as Prometheus counted them (increase() extrapolates
+    to the window's edges, so counts need not be whole numbers)."""
+
+    requests: float
+    errors: float
+    p99_latency_seconds: float | None  # None: no requests
+    drift: bool | None  # None: no drift series (drift detection off)
+    version: str = ""  # the model_version measured, for messages
+
+    @property
+    def error_ratio(self) -> float | None:
+        if self.requests <= 0:
+            return None
+        # The two counts are extrapolated apart and may disagree by a hair.
+        return min(1.0, self.errors / self.requests)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    result: api.AnalysisResult
+    message: str  # names the metric, its value and the threshold on Fail; why on Inconclusive
+    canary: WindowMetrics | None = None
+
+    def record(self, time: str) -> api.AnalysisRecord:
+        """The status record of this verdict, judged at `time` (RFC 3339)."""
+        canary = self.canary
+        return api.AnalysisRecord(
+            result=self.result,
+            requests=canary.requests if canary else None,
+            error_ratio=canary.error_ratio if canary else None,
+            p99_latency_seconds=canary.p99_latency_seconds if canary else None,
+            drift=canary.drift if canary else None,
+            message=self.message,
+            time=time,
+        )
+
+
+def inconclusive(reason: str) -> Verdict:
+    return Verdict(api.AnalysisResult.Inconclusive, reason)
+
+
+def judge(
+    canary: WindowMetrics, analysis: api.RolloutAnalysis, stable: WindowMetrics | None = None
+) -> Verdict:
+    name = canary.version or "the new version"
+    window = f"in the last {analysis.interval_seconds}s"
+    context = f" ({_describe(stable)})" if stable is not None else ""
+    if canary.requests < analysis.min_requests:
+        return Verdict(
+            api.AnalysisResult.Inconclusive,
+            f"{_count(canary.requests)} requests to {name} {window}, fewer than min_requests "
+            f"{analysis.min_requests}{context}",
+            canary,
+        )
+    over = f"over {_count(canary.requests)} requests to {name} {window}"
+    ratio, p99 = canary.error_ratio, canary.p99_latency_seconds
+    broken = []
+    if ratio is not None and ratio > analysis.max_error_ratio:
+        broken.append(f"error ratio {_num(ratio)} > max_error_ratio {analysis.max_error_ratio:g}")
+    if p99 is not None and p99 > analysis.max_p99_latency_seconds:
+        broken.append(
+            f"p99 latency {_num(p99)}s > max_p99_latency_seconds "
+            f"{analysis.max_p99_latency_seconds:g}"
+        )
+    if analysis.fail_on_drift and canary.drift is True:
+        broken.append("drift detected (fail_on_drift)")
+    if broken:
+        return Verdict(api.AnalysisResult.Fail, f"{'; '.join(broken)} {over}{context}", canary)
+    held = [
+        f"error ratio {_num(ratio or 0.0)} <= {analysis.max_error_ratio:g}",
+        f"p99 latency {_num(p99)}s <= {analysis.max_p99_latency_seconds:g}"
+        if p99 is not None
+        else "p99 latency unknown",
+    ]
+    if canary.drift is not None:
+        held.append("drift detected, fail_on_drift off" if canary.drift else "no drift")
+    return Verdict(api.AnalysisResult.Pass, f"{', '.join(held)} {over}{context}", canary)
+
+
+def _describe(stable: WindowMetrics) -> str:
+    name = f"stable {stable.version}" if stable.version else "stable"
+    if stable.requests <= 0:
+        return f"{name}: no requests"
+    p99 = stable.p99_latency_seconds
+    latency = f"p99 {_num(p99)}s" if p99 is not None else "p99 unknown"
+    return (
+        f"{name}: error ratio {_num(stable.error_ratio or 0.0)}, {latency} over "
+        f"{_count(stable.requests)} requests"
+    )
+
+
+def _num(value: float) -> str:
+    """Three significant digits: 0.42, 0.0015, 0.497, 12.3."""
+    return f"{value:.3g}" if math.isfinite(value) else str(value)
+
+
+def _count(value: float) -> str:
+    """A count as Prometheus extrapolated it: 120, 99.6."""
+    return f"{value:.1f}".removesuffix(".0")
