@@ -239,6 +239,7 @@ def test_monitoring_off_means_no_sidecar_and_configmap_absent() -> None:
     assert kinds == ["Deployment", "Service"]
     assert [(r.kind, r.name) for r in built.absent] == [
         ("ConfigMap", "m-monitor"),
+        ("HTTPRoute", "m"),  # no Gateway named
         ("NetworkPolicy", "m"),  # the option is off
     ]
     deployment = built.apply[0]
@@ -291,7 +292,7 @@ def test_prometheus_operator_objects_only_where_the_api_exists() -> None:
         monitoring={"performance_tracking": "disabled", "drift_detection": "inactive"},
     )
     absent = {r.kind for r in build_children(OWNER, quiet, with_operator).absent}
-    assert absent == {"ConfigMap", "ServiceMonitor", "PrometheusRule", "NetworkPolicy"}
+    assert absent == {"ConfigMap", "ServiceMonitor", "PrometheusRule", "NetworkPolicy", "HTTPRoute"}
 
 
 def test_alert_rules_follow_the_spec() -> None:
