@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from kubernetes import client, config
@@ -130,3 +132,63 @@ def create_namespace(api: client.ApiClient, name: str, labels: dict[str, str] | 
         what=f"the default ServiceAccount in {name}",
     )
     return name
+
+
+def open_crd(group: str, version: str, kind: str, plural: str) -> dict[str, Any]:
+    """A stand-in for another project's CRD (Prometheus Operator, Gateway API, KEDA): same
+    group, version and kind, schema left open (the real ones are large; the API server needs no
+    more to store the objects the operator makes, and the operator's watches no more to see
+    them)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "versions": [
+                {
+                    "name": version,
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+@contextlib.contextmanager
+def installed_crds(api: client.ApiClient, crds: list[dict[str, Any]]) -> Iterator[None]:
+    """The CRDs, established, for the length of the block; deleted afterwards, and waited for
+    (deletion finishes asynchronously, and the next test may create them again)."""
+    ext = client.ApiextensionsV1Api(api)
+    for crd in crds:
+        ext.create_custom_resource_definition(copy.deepcopy(crd))
+    for crd in crds:
+        name = crd["metadata"]["name"]
+        wait_until(
+            lambda name=name: any(
+                c.type == "Established" and c.status == "True"
+                for c in ext.read_custom_resource_definition(name).status.conditions or []
+            ),
+            what=f"{name} to be established",
+        )
+    try:
+        yield
+    finally:
+        names = {crd["metadata"]["name"] for crd in crds}
+        for name in names:
+            ext.delete_custom_resource_definition(name)
+        wait_until(
+            lambda: (
+                not names & {c.metadata.name for c in ext.list_custom_resource_definition().items}
+            ),
+            what=f"{', '.join(sorted(names))} to be deleted",
+        )

@@ -3,7 +3,6 @@ Prometheus Operator, a ServiceMonitor and a PrometheusRule once its CRDs are ins
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 from kubernetes import client
 
 from cases import founding_manifest
-from kube_helpers import TestCluster, wait_until
+from kube_helpers import TestCluster, installed_crds, open_crd, wait_until
 from model_helpers import wait_for_reconciles
 
 pytestmark = pytest.mark.usefixtures("operator")
@@ -20,38 +19,10 @@ GROUP, VERSION, PLURAL = "machine-learning.org", "v1", "mlmodeldeployments"
 NAME = "predictive-analytics-system"
 
 
-def prometheus_operator_crd(kind: str, plural: str) -> dict[str, Any]:
-    """A stand-in for the Prometheus Operator's CRD: same group, version and kind, schema left
-    open (the real ones are large; the API server needs no more to store the objects)."""
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
-        "spec": {
-            "group": "monitoring.coreos.com",
-            "scope": "Namespaced",
-            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
-
-
 PROMETHEUS = "monitoring.coreos.com"
 CRDS = [
-    prometheus_operator_crd("ServiceMonitor", "servicemonitors"),
-    prometheus_operator_crd("PrometheusRule", "prometheusrules"),
+    open_crd(PROMETHEUS, "v1", "ServiceMonitor", "servicemonitors"),
+    open_crd(PROMETHEUS, "v1", "PrometheusRule", "prometheusrules"),
 ]
 
 
@@ -65,30 +36,8 @@ def monitoring_condition(custom: client.CustomObjectsApi, namespace: str) -> dic
 
 @pytest.fixture
 def prometheus_operator_crds(cluster: TestCluster) -> Iterator[None]:
-    ext = client.ApiextensionsV1Api(cluster.api)
-    for crd in CRDS:
-        ext.create_custom_resource_definition(copy.deepcopy(crd))
-    for crd in CRDS:
-        name = crd["metadata"]["name"]
-        wait_until(
-            lambda name=name: any(
-                c.type == "Established" and c.status == "True"
-                for c in ext.read_custom_resource_definition(name).status.conditions or []
-            ),
-            what=f"{name} to be established",
-        )
-    yield
-    for crd in CRDS:
-        ext.delete_custom_resource_definition(crd["metadata"]["name"])
-    # Deletion finishes asynchronously; the next test may create them again.
-    wait_until(
-        lambda: (
-            not [
-                c for c in ext.list_custom_resource_definition().items if c.spec.group == PROMETHEUS
-            ]
-        ),
-        what="the Prometheus Operator CRDs to be deleted",
-    )
+    with installed_crds(cluster.api, CRDS):
+        yield
 
 
 def test_without_prometheus_operator_pods_carry_scrape_annotations(
