@@ -134,7 +134,9 @@ def create_namespace(api: client.ApiClient, name: str, labels: dict[str, str] | 
     return name
 
 
-def open_crd(group: str, version: str, kind: str, plural: str) -> dict[str, Any]:
+def open_crd(
+    group: str, version: str, kind: str, plural: str, annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
     """A stand-in for another project's CRD (Prometheus Operator, Gateway API, KEDA): same
     group, version and kind, schema left open (the real ones are large; the API server needs no
     more to store the objects the operator makes, and the operator's watches no more to see
@@ -142,7 +144,7 @@ def open_crd(group: str, version: str, kind: str, plural: str) -> dict[str, Any]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{group}"},
+        "metadata": {"name": f"{plural}.{group}", "annotations": annotations or {}},
         "spec": {
             "group": group,
             "scope": "Namespaced",

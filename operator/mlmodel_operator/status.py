@@ -365,7 +365,8 @@ def with_rollout(
     rollout = obs.rollout or {}
     state = rollout.get("phase")
     message = rollout.get("message") or ""
-    if state == "RolledBack" and phase == "Ready":
+    if state == "RolledBack" and phase in ("Ready", "Progressing"):
+        # Also while the stable Deployment takes back the canary's replicas.
         conditions[READY] = Cond("False", "RolledBack", message)
         conditions[PROGRESSING] = Cond("False", "RolledBack", message)
         return "Degraded", conditions
