@@ -175,10 +175,13 @@ class ModelVersion:
         self.sent += count
         return statuses
 
-    def wait_scraped(self, timeout: float = 60.0) -> None:
-        """Until Prometheus' last scrape of the sidecar counts every request sent so far."""
-        self.prometheus.wait_for(
-            f"sum(mlmodel_requests_total{{{self.selector()}}}) >= {self.sent}",
+    def wait_scraped(self, timeout: float = 60.0) -> float:
+        """Until Prometheus' last scrape of the sidecar counts every request sent so far; the
+        time of that scrape. A window ending exactly there holds no extrapolation past the
+        last sample, so increase() over it gives the very count sent (the series start at 0)."""
+        counted = f"mlmodel_requests_total{{{self.selector()}}}"
+        return self.prometheus.wait_for(
+            f"max(timestamp({counted})) and on() (sum({counted}) >= {self.sent})",
             what=f"Prometheus to count {self.sent} requests to {self.version}",
             timeout=timeout,
         )

@@ -4,12 +4,13 @@ server behind the healthy ones and servers/v2_faults.py behind the bad ones.
 
 Each test has a namespace label of its own, so that no test's traffic is in another's window.
 Nothing is asserted on a guess of time: each waits until Prometheus has scraped what was sent,
-then judges the window ending then (interval_seconds long enough to hold the whole test).
+then judges the window ending at that very scrape (interval_seconds long enough to hold the
+whole test). The request series start at 0 and nothing is extrapolated past the window's last
+sample, so increase() gives the very counts sent.
 """
 
 from __future__ import annotations
 
-import re
 import socket
 import time
 import uuid
@@ -64,8 +65,8 @@ def v1(prom: Prometheus, tmp: Path, kserve_port: int, namespace: str) -> Iterato
         yield version
 
 
-def judge_now(prom: Prometheus, canary: ModelVersion, stable: str | None = "v1") -> Verdict:
-    return analyse(prom.url, canary.namespace, MODEL, canary.version, stable, ANALYSIS, time.time())
+def judge(prom: Prometheus, canary: ModelVersion, at: float, stable: str | None = "v1") -> Verdict:
+    return analyse(prom.url, canary.namespace, MODEL, canary.version, stable, ANALYSIS, at)
 
 
 def test_healthy_canary_passes_on_its_own_requests(
@@ -76,19 +77,18 @@ def test_healthy_canary_passes_on_its_own_requests(
     ) as v2:
         assert v1.send(150) == {200: 150}
         assert v2.send(60, concurrency=2) == {200: 60}
-        v1.wait_scraped()
-        v2.wait_scraped()
-        verdict = judge_now(prom, v2)
+        v1_counted = v1.wait_scraped()
+        verdict = judge(prom, v2, at=v2.wait_scraped())
+        stable = measure(prom.url, namespace, MODEL, "v1", 60, at=v1_counted)
     assert verdict.result == PASS, verdict.message
     assert verdict.canary is not None
-    # increase() extrapolates past the last scrape (by up to half a scrape interval over the
-    # series' age), never below what was counted; v1's 150 requests are not v2's.
-    assert 60 <= verdict.canary.requests < 90
-    assert verdict.canary.errors == 0
+    # v2's requests, not v1's 150.
+    assert (verdict.canary.requests, verdict.canary.errors) == pytest.approx((60, 0))
     assert verdict.canary.drift is None  # drift detection off: no series
-    assert re.search(r"over [0-9.]+ requests to v2 in the last 60s \(stable v1", verdict.message)
-    stable = r"\(stable v1: error ratio 0, p99 [0-9.e-]+s over [0-9.]+ requests\)$"
-    assert re.search(stable, verdict.message), verdict.message
+    assert " over 60 requests to v2 in the last 60s (stable v1: " in verdict.message
+    # Each version counts its own: v1's at its own last scrape (the scrapes of the two sidecars
+    # are apart, so the stable figures in the message are those up to v2's last scrape).
+    assert (stable.requests, stable.errors) == pytest.approx((150, 0))
     record = verdict.record("2026-01-01T00:00:00Z")
     assert record.result == PASS and record.error_ratio == 0
 
@@ -99,33 +99,34 @@ def test_canary_answering_5xx_fails_naming_the_error_ratio(
     with model_version(prom, tmp, "v2", namespace=namespace, model=MODEL, error_ratio=0.5) as v2:
         assert v2.send(60) == {200: 30, 500: 30}
         v1.send(50)
-        v2.wait_scraped()
         v1.wait_scraped()
-        verdict = judge_now(prom, v2)
+        verdict = judge(prom, v2, at=v2.wait_scraped())
     assert verdict.result == FAIL, verdict.message
-    assert verdict.canary is not None and verdict.canary.error_ratio == pytest.approx(0.5, abs=0.02)
-    assert re.match(
-        r"error ratio 0\.\d+ > max_error_ratio 0.1 over [0-9.]+ requests to v2 ", verdict.message
+    assert verdict.canary is not None
+    assert (verdict.canary.requests, verdict.canary.errors) == pytest.approx((60, 30))
+    assert verdict.message.startswith(
+        "error ratio 0.5 > max_error_ratio 0.1 over 60 requests to v2 in the last 60s "
     )
     assert "p99" not in verdict.message.split("(")[0]  # only the broken threshold is named
-    assert "(stable v1: error ratio 0," in verdict.message
+    assert "(stable v1: " in verdict.message
 
 
 def test_slow_canary_fails_naming_p99(prom: Prometheus, tmp: Path, namespace: str) -> None:
     with model_version(prom, tmp, "v2", namespace=namespace, model=MODEL, delay_seconds=0.3) as v2:
         assert v2.send(40, concurrency=8) == {200: 40}
-        v2.wait_scraped()
-        verdict = judge_now(prom, v2, stable=None)
+        verdict = judge(prom, v2, at=v2.wait_scraped(), stable=None)
     assert verdict.result == FAIL, verdict.message
-    # Every answer took over 0.3s: the 0.25-0.5s bucket, so p99 interpolates within it.
+    # Every answer took over 0.3s, all in the 0.25-0.5s bucket: p99 interpolates within it.
     assert verdict.canary is not None
-    assert 0.25 < (verdict.canary.p99_latency_seconds or 0) <= 0.5
-    assert re.match(r"p99 latency 0\.\d+s > max_p99_latency_seconds 0.2 over", verdict.message)
+    assert verdict.canary.p99_latency_seconds == pytest.approx(0.25 + 0.25 * 0.99)
+    assert verdict.message == (
+        "p99 latency 0.497s > max_p99_latency_seconds 0.2 over 40 requests to v2 in the last 60s"
+    )
 
 
 def test_no_traffic_is_inconclusive(prom: Prometheus, tmp: Path, namespace: str) -> None:
     with model_version(prom, tmp, "v2", namespace=namespace, model=MODEL) as v2:
-        verdict = judge_now(prom, v2, stable="v1")  # v1 has no series in this namespace
+        verdict = judge(prom, v2, time.time(), stable="v1")  # v1 has no series here
     assert verdict.result == INCONCLUSIVE
     assert verdict.message == (
         "0 requests to v2 in the last 60s, fewer than min_requests 40 (stable v1: no requests)"
@@ -143,7 +144,7 @@ def test_prometheus_down_is_inconclusive_and_up_again_works(
     ) as v2:
         prom.stop()
         try:
-            verdict = judge_now(prom, v2)
+            verdict = judge(prom, v2, time.time())
             assert verdict.result == INCONCLUSIVE
             assert verdict.message == (
                 f"cannot reach Prometheus at {prom.url}: [Errno 111] Connection refused"
@@ -151,10 +152,9 @@ def test_prometheus_down_is_inconclusive_and_up_again_works(
         finally:
             prom.start()
         v2.send(50)
-        v2.wait_scraped()
-        verdict = judge_now(prom, v2, stable=None)
+        verdict = judge(prom, v2, at=v2.wait_scraped(), stable=None)
     assert verdict.result == PASS, verdict.message
-    assert verdict.canary is not None and verdict.canary.requests >= 50
+    assert verdict.canary is not None and verdict.canary.requests == pytest.approx(50)
 
 
 def test_no_url_is_inconclusive() -> None:
