@@ -37,6 +37,7 @@ _PLURALS = {
     "ServiceMonitor": "servicemonitors",
     "PrometheusRule": "prometheusrules",
     "NetworkPolicy": "networkpolicies",
+    "HTTPRoute": "httproutes",
 }
 
 log = logging.getLogger(__name__)

@@ -327,3 +327,20 @@ def test_without_a_canary_the_status_is_as_before_plus_kstatus_conditions() -> N
     cond = conditions(status)
     assert status["phase"] == "Ready" and "rollout" not in status
     assert cond["Reconciling"]["status"] == "False" and cond["Stalled"]["status"] == "False"
+
+
+def test_every_kind_a_canary_can_need_has_an_api_path() -> None:
+    from mlmodel_operator.kube import resource_path
+
+    s = spec("v2", rollout={"strategy": "canary", "gateway": {"name": "gw"}})
+    settings = BuildSettings(
+        runtimes=dict(DEFAULT_RUNTIMES),
+        monitor_image="monitor:1",
+        gateway_api=True,
+        prometheus_operator=True,
+    )
+    built = build_children(OWNER, s, settings)
+    for obj in built.apply:
+        assert resource_path(obj["apiVersion"], obj["kind"], "ns", obj["metadata"]["name"])
+    for ref in built.absent:
+        assert resource_path(ref.api_version, ref.kind, "ns", ref.name)
