@@ -271,3 +271,32 @@ def test_the_chart_creates_its_peering_object_and_the_operator_waits_for_it() ->
     docs = render("--set", "peering.createObjects=false")
     assert not [d for d in docs if d["kind"] in ("ClusterKopfPeering", "KopfPeering")]
     assert parse_args(container(docs)["args"], environ={}).peering_create is True
+
+
+def test_rbac_grants_what_the_reconcile_does_to_every_child_kind() -> None:
+    """Every kind the builders apply is watched, applied and (as an absent child) deleted: a
+    canary's Deployment and backend Services, a Gateway's HTTPRoute, the Prometheus objects."""
+    from mlmodel_operator import api
+    from mlmodel_operator.builders import BuildSettings, Owner, build_children
+    from mlmodel_operator.kube import _PLURALS
+    from mlmodel_operator.runtimes import DEFAULT_RUNTIMES
+
+    spec = api.MLModelDeploymentSpec.model_validate(
+        {"model_type": "sklearn", "rollout": {"strategy": "canary", "gateway": {"name": "gw"}}}
+    )
+    settings = BuildSettings(
+        runtimes=dict(DEFAULT_RUNTIMES),
+        monitor_image="m:1",
+        prometheus_operator=True,
+        gateway_api=True,
+        network_policy=None,
+    )
+    built = build_children(Owner("m", "ns", "uid"), spec, settings)
+    kinds = {(o["apiVersion"], o["kind"]) for o in built.apply}
+    kinds |= {(r.api_version, r.kind) for r in built.absent}
+    granted = set(rules(one(render(), "ClusterRole")))
+    for api_version, kind in kinds:
+        group = api_version.rpartition("/")[0]
+        for verb in ("get", "list", "watch", "create", "patch", "delete"):
+            assert (group, _PLURALS[kind], verb) in granted, (kind, verb)
+    assert ("machine-learning.org", "mlmodeldeployments", "patch") in granted

@@ -56,8 +56,9 @@ Server-side apply of an object that does not exist yet needs create as well as p
 {{- define "mlmodel-operator.namespacedRules" -}}
 - apiGroups: ["machine-learning.org"]
   resources: ["mlmodeldeployments"]
-  # get: read afresh when a status write finds the cached copy stale.
-  verbs: ["get", "list", "watch"]
+  # get: read afresh when a status write finds the cached copy stale. patch: the
+  # machine-learning.org/rollout annotation is removed once acted on.
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["machine-learning.org"]
   resources: ["mlmodeldeployments/status"]
   verbs: ["patch"]
@@ -67,11 +68,13 @@ Server-side apply of an object that does not exist yet needs create as well as p
   resources: ["mlmodeldeployments/finalizers"]
   verbs: ["update"]
 - apiGroups: ["apps"]
+  # delete: a canary's Deployment goes when it is promoted or rolled back.
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
+  # delete: a canary's backend Services (with a Gateway) go when it ends.
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   # delete: the sidecar's ConfigMap goes when monitoring is turned off.
   resources: ["configmaps"]
@@ -93,6 +96,12 @@ Server-side apply of an object that does not exist yet needs create as well as p
 - apiGroups: ["monitoring.coreos.com"]
   # Applied and removed with the model's monitoring when the cluster serves these kinds.
   resources: ["servicemonitors", "prometheusrules"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+{{- end }}
+{{- if .Values.rbac.gatewayAPI }}
+- apiGroups: ["gateway.networking.k8s.io"]
+  # A model's HTTPRoute (spec.rollout.gateway) when the cluster serves the Gateway API.
+  resources: ["httproutes"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end }}
 {{- end }}
