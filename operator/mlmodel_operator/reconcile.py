@@ -88,12 +88,20 @@ def invalid_spec_message(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def without_nulls(value: Any) -> Any:
+    """`value` as the API server stores it after a merge patch: a null removes a key."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    return value
+
+
 def status_needs_write(previous: dict[str, Any], status: dict[str, Any]) -> bool:
     """Whether `status` differs from what is stored and may replace it: a status never goes back
-    to an older observedGeneration."""
+    to an older observedGeneration. The status is written as a merge patch, whose nulls remove
+    what the stored status has (a rollout's window that ended)."""
     if previous.get("observedGeneration", 0) > status["observedGeneration"]:
         return False
-    return any(previous.get(key) != value for key, value in status.items())
+    return any(previous.get(key) != without_nulls(value) for key, value in status.items())
 
 
 @dataclass(frozen=True)
@@ -198,11 +206,8 @@ def reconcile_once(ctx: Context, namespace: str, name: str) -> Outcome:
         model_note="; ".join(filter(None, notes)) or None,
         model_version=spec.model_version,
         monitoring=children.monitoring,
-        rollout=(
-            decision.status.model_dump(mode="json", by_alias=True, exclude_none=True)
-            if decision.status
-            else None
-        ),
+        # Nulls included: the merge patch removes what this state no longer has.
+        rollout=decision.status.model_dump(mode="json", by_alias=True) if decision.status else None,
         history=_history(previous, decision, spec, live, children),
         **common,
     )

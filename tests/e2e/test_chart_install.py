@@ -212,8 +212,10 @@ def test_operator_with_the_chart_serviceaccount_reconciles_the_founding_manifest
         ("create", "rolebindings", "no"),
         ("create", "pods", "no"),
         ("delete", "mlmodeldeployments.machine-learning.org", "no"),
-        # The operator writes only the status; kopf keeps nothing in the resource.
-        ("patch", "mlmodeldeployments.machine-learning.org", "no"),
+        # Besides the status, only the machine-learning.org/rollout annotation it acted on is
+        # removed (a JSON patch); kopf keeps nothing in the resource.
+        ("patch", "mlmodeldeployments.machine-learning.org", "yes"),
+        ("update", "mlmodeldeployments.machine-learning.org", "no"),
         ("patch", "deployments.apps", "yes"),
         ("patch", "mlmodeldeployments.machine-learning.org/status", "yes"),
         ("patch", "events", "yes"),

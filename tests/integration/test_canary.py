@@ -152,11 +152,14 @@ def test_a_healthy_canary_is_promoted_through_every_step(
     with stack, Traffic(v1, v2):
         models.patch_spec({"model_version": "v2"}, NAME)
         seen_steps: set[tuple[int, int]] = set()
+        windows: dict[int, set[str]] = {}
 
         def promoted(obj: dict[str, Any]) -> bool:
             state = rollout(obj)
             if state.get("phase") in ("Progressing", "Paused"):
                 seen_steps.add((state["step"], state["weight"]))
+                if "stepStartedAt" in state:
+                    windows.setdefault(state["step"], set()).add(state["stepStartedAt"])
                 # The stable version serves all along.
                 assert condition(obj, "Ready")["status"] == "True", obj["status"]
             return state.get("phase") == "Promoted"
@@ -164,6 +167,9 @@ def test_a_healthy_canary_is_promoted_through_every_step(
         obj = wait_rollout(models, promoted, "v2 to be promoted", timeout=180)
     assert {step for step, _ in seen_steps} >= {1, 2, 3}, seen_steps
     assert (1, 25) in seen_steps and (2, 50) in seen_steps and (3, 100) in seen_steps
+    # Each step is watched in a window of its own, after the previous one was judged.
+    starts = [max(windows[step]) for step in sorted(windows)]
+    assert starts == sorted(set(starts)), windows
     assert rollout(obj)["stableVersion"] == "v2"
     assert rollout(obj)["lastAnalysis"]["result"] == "Pass"
     assert deployment_version(models) == "v2"
