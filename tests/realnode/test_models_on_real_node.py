@@ -276,3 +276,80 @@ def test_kserve_sklearn_custom_image_serves_through_the_sidecar(
     )
     assert [a["predictions"] for a in result["answers"]] == [[0, 1, 2]] * REQUESTS
     assert requests_counted(result["metrics"], name) >= REQUESTS
+
+
+def pod_metrics(cluster: TestCluster, namespace: str, selector: str) -> list[str]:
+    """The sidecar's /metrics of each running pod matching `selector`, through port-forwards."""
+    pods = client.CoreV1Api(cluster.api).list_namespaced_pod(namespace, label_selector=selector)
+    return [
+        port_forwarded_get(cluster, namespace, f"pod/{pod.metadata.name}", 9090, "/metrics")
+        for pod in pods.items
+        if not pod.metadata.deletion_timestamp
+    ]
+
+
+def test_a_canary_runs_real_pods_each_labelled_with_its_version_then_is_promoted(
+    cluster: TestCluster, models: Models, images: dict[str, str], model_claim: str
+) -> None:
+    """Both Deployments' pods really start side by side; each sidecar takes its version from its
+    own pod (the downward API), so the metrics tell them apart. Without Prometheus the step is
+    Inconclusive and waits; `promote` rolls the stable pods to the canary's template."""
+    name = "iris-canary"
+    train_iris(cluster, models.namespace, model_claim, images["kserve-sklearn"], name)
+    spec = {
+        "model_type": "custom",
+        "image": images["kserve-sklearn"],
+        "port": 8080,
+        "model_uri": f"pvc://{model_claim}/{name}",
+        "model_version": "v1",
+        "replicas": 2,
+        "computational_resources": {"memory_requirements": "1Gi", "cpu": "100m"},
+        "rollout": {"strategy": "canary", "steps": [50, 100], "analysis": {"interval_seconds": 5}},
+    }
+    models.create(
+        {"apiVersion": "machine-learning.org/v1", "kind": "MLModelDeployment",
+         "metadata": {"name": name}, "spec": spec}
+    )  # fmt: skip
+    models.wait_ready(name, timeout=300)
+    models.patch_spec({"model_version": "v2"}, name)
+
+    def paused_with_both_serving() -> dict[str, Any] | None:
+        obj = models.get(name)
+        state = obj.get("status", {}).get("rollout") or {}
+        both = obj["status"].get("readyReplicas") == 2 and obj["status"]["modelVersion"] == "v1,v2"
+        return obj if state.get("phase") == "Paused" and both else None
+
+    obj = wait_until(paused_with_both_serving, what="one stable and one canary pod", timeout=300)
+    assert "--prometheus-url" in obj["status"]["rollout"]["lastAnalysis"]["message"]
+    assert condition(obj, "Ready")["status"] == "True"
+    instance = f"app.kubernetes.io/instance={name}"
+    (canary,) = pod_metrics(cluster, models.namespace, f"{instance},machine-learning.org/track")
+    (stable,) = pod_metrics(cluster, models.namespace, f"{instance},!machine-learning.org/track")
+    assert f'mlmodel_requests_total{{model="{name}",version="v2"' in canary
+    assert 'version="v1"' not in canary
+    assert f'mlmodel_requests_total{{model="{name}",version="v1"' in stable
+    assert 'version="v2"' not in stable
+
+    models.custom.patch_namespaced_custom_object(
+        "machine-learning.org", "v1", models.namespace, "mlmodeldeployments", name,
+        {"metadata": {"annotations": {"machine-learning.org/rollout": "promote"}}},
+    )  # fmt: skip
+
+    def promoted() -> dict[str, Any] | None:
+        obj = models.get(name)
+        state = obj.get("status", {}).get("rollout") or {}
+        return obj if state.get("phase") == "Promoted" else None
+
+    wait_until(promoted, what="the promotion", timeout=300)
+    model = models.wait_ready(name, timeout=300)
+    wait_until(
+        lambda: len(pod_metrics(cluster, models.namespace, instance)) == 2,
+        what="the canary pod to be gone",
+        timeout=120,
+    )
+    for metrics in pod_metrics(cluster, models.namespace, instance):
+        assert 'version="v2"' in metrics and 'version="v1"' not in metrics
+    assert model["status"]["modelVersion"] == "v2"
+    assert_pods_really_ready(
+        cluster, models.namespace, name, {images["kserve-sklearn"], images["operator"]}, model
+    )
