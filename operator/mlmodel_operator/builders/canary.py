@@ -71,7 +71,7 @@ def build_canary_deployment(
     return out
 
 
-def canary_version(deployment: dict[str, Any] | None) -> str | None:
+def pod_version(deployment: dict[str, Any] | None) -> str | None:
     """The model_version a live Deployment's pods run."""
     if deployment is None:
         return None

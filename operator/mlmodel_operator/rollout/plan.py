@@ -16,7 +16,7 @@ from mlmodel_operator.builders.canary import (
     TRACK_LABEL,
     build_backend_services,
     build_canary_deployment,
-    canary_version,
+    pod_version,
     revision_of,
     with_revision,
     with_template,
@@ -85,7 +85,7 @@ def facts_from(
         spec_version=spec.model_version,
         spec_revision=spec_revision(stable_built),
         stable_exists=live.stable is not None,
-        stable_version=canary_version(live.stable),
+        stable_version=pod_version(live.stable),
         replicas=replicas,
         canary_ready=canary_ready,
         stable_new_ready=stable_new_ready,
@@ -145,7 +145,7 @@ def arrange(
         elif kind == "Service" and name == owner.name:
             apply.append(obj)
             if gateway and route_weight is not None:
-                apply += build_backend_services(obj, canary_version(live.stable))
+                apply += build_backend_services(obj, pod_version(live.stable))
             else:
                 absent += [
                     ObjectRef("v1", "Service", owner.namespace, owner.name + suffix)
