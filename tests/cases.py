@@ -248,6 +248,14 @@ BAD_MANIFESTS: list[tuple[str, dict[str, Any], str]] = [
         "spec.autoscaling.metric",
     ),
     (
+        "autoscaling-to-zero-on-memory",
+        manifest(
+            model_type="sklearn",
+            autoscaling={"min_replicas": 0, "max_replicas": 2, "target": 80, "metric": "memory"},
+        ),
+        "spec.autoscaling.min_replicas",
+    ),
+    (
         "autoscaling-zero-target",
         manifest(model_type="sklearn", autoscaling={"max_replicas": 2, "target": 0}),
         "spec.autoscaling.target",

@@ -541,6 +541,15 @@ class Autoscaling(CRDModel):
             reason="FieldValueInvalid",
         ),
         Rule(
+            cel="!has(self.min_replicas) || self.min_replicas > 0 || "
+            "(has(self.metric) && !(self.metric in ['cpu', 'memory']))",
+            message="min_replicas 0 needs a metric that can tell an idle model (concurrency, rps, "
+            "gpu_utilization): cpu and memory autoscalers never scale to zero",
+            holds=lambda a: a.min_replicas > 0 or a.metric not in ("cpu", "memory"),
+            field_path=".min_replicas",
+            reason="FieldValueInvalid",
+        ),
+        Rule(
             cel=f"!has(self.metric) || !(self.metric in {list(PERCENT_METRICS)!r}) || "
             "double(int(self.target)) == self.target",
             message="target is a whole percent for cpu, memory and gpu_utilization",

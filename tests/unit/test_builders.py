@@ -221,6 +221,7 @@ def test_monitoring_off_means_no_sidecar_and_configmap_absent() -> None:
     assert [(r.kind, r.name) for r in built.absent] == [
         ("ConfigMap", "m-monitor"),
         ("NetworkPolicy", "m"),  # the option is off
+        ("HorizontalPodAutoscaler", "m"),  # autoscaling is off
     ]
     deployment = built.apply[0]
     assert [c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]] == [
@@ -272,7 +273,13 @@ def test_prometheus_operator_objects_only_where_the_api_exists() -> None:
         monitoring={"performance_tracking": "disabled", "drift_detection": "inactive"},
     )
     absent = {r.kind for r in build_children(OWNER, quiet, with_operator).absent}
-    assert absent == {"ConfigMap", "ServiceMonitor", "PrometheusRule", "NetworkPolicy"}
+    assert absent == {
+        "ConfigMap",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "NetworkPolicy",
+        "HorizontalPodAutoscaler",
+    }
 
 
 def test_alert_rules_follow_the_spec() -> None:
