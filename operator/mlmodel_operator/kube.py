@@ -37,6 +37,8 @@ _PLURALS = {
     "ServiceMonitor": "servicemonitors",
     "PrometheusRule": "prometheusrules",
     "NetworkPolicy": "networkpolicies",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "ScaledObject": "scaledobjects",
 }
 
 log = logging.getLogger(__name__)
@@ -140,7 +142,9 @@ class Kube:
                 return None
             raise
 
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def apply(
+        self, obj: dict[str, Any], field_manager: str = FIELD_MANAGER, force: bool = True
+    ) -> dict[str, Any]:
         """Server-side apply `obj` (always sent: the caller decides whether it is needed)."""
         meta = obj["metadata"]
         path = resource_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
@@ -148,7 +152,7 @@ class Kube:
             "PATCH",
             path,
             body=yaml_body(obj),
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            query=[("fieldManager", field_manager), ("force", "true" if force else "false")],
             content_type="application/apply-patch+yaml",
         )
         log.info("applied %s %s/%s", obj["kind"], meta["namespace"], meta["name"])

@@ -26,14 +26,21 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from mlmodel_operator import api, metrics
-from mlmodel_operator.builders import BuildSettings, Owner, build_children
+from mlmodel_operator.builders import BuildSettings, ObjectRef, Owner, build_children
+from mlmodel_operator.builders.autoscaling import (
+    HANDOVER_MANAGER,
+    HPA_KIND,
+    KEDA_KIND,
+    replicas_handover,
+    starting_replicas,
+)
 from mlmodel_operator.builders.deployment import no_model_note
 from mlmodel_operator.builders.meta import controller_uid, selector_string
 from mlmodel_operator.builders.service import endpoint
-from mlmodel_operator.cache import MODEL_KIND, PROMETHEUS_OPERATOR, Cache
+from mlmodel_operator.cache import CUSTOM_METRICS, KEDA, MODEL_KIND, PROMETHEUS_OPERATOR, Cache
 from mlmodel_operator.compare import covers, with_hash
 from mlmodel_operator.events import EventRecorder
-from mlmodel_operator.kube import Kube, describe_error, is_transient, retry_after
+from mlmodel_operator.kube import FIELD_MANAGER, Kube, describe_error, is_transient, retry_after
 from mlmodel_operator.runtimes import runtime_for
 from mlmodel_operator.status import Observation, compute_status, transition_events
 from mlmodel_operator.workqueue import Retry
@@ -121,16 +128,28 @@ def reconcile_once(ctx: Context, namespace: str, name: str) -> str:
         return _write_status(ctx, body, previous, observation, outcome="invalid")
 
     apis = ctx.cache.served_apis()
-    settings = replace(ctx.settings, prometheus_operator=PROMETHEUS_OPERATOR in apis)
+    settings = replace(
+        ctx.settings,
+        prometheus_operator=PROMETHEUS_OPERATOR in apis,
+        keda=KEDA in apis,
+        custom_metrics=CUSTOM_METRICS in apis,
+    )
     children = build_children(owner, spec, settings)
     if not previous:
         created = ", ".join(f"{o['kind']} {o['metadata']['name']}" for o in children.apply)
         ctx.events.record(body, "Normal", "Created", f"creating {created}")
     live: dict[str, dict[str, Any]] = {}
-    errors = []
+    errors: list[str] = []
+    autoscaled = children.autoscaling is not None and children.autoscaling.kind is not None
+    # An autoscaler that is no longer wanted goes before the replicas are applied again, so
+    # that it cannot scale the Deployment after the operator took the count back.
+    _delete_absent(ctx, owner, [r for r in children.absent if r.kind in AUTOSCALERS], errors)
     for obj in children.apply:
         try:
-            live[obj["kind"]] = _apply(ctx, obj)
+            if obj["kind"] == "Deployment" and autoscaled:
+                live[obj["kind"]] = _apply_autoscaled(ctx, obj, spec)
+            else:
+                live[obj["kind"]] = _apply(ctx, obj)
         except ApiException as err:
             errors.append(f"{obj['kind']} {obj['metadata']['name']}: {permanent_error(err)}")
         except NotControlled as err:
@@ -138,7 +157,35 @@ def reconcile_once(ctx: Context, namespace: str, name: str) -> str:
             # applying them would make them use someone else's object.
             errors.append(str(err))
             break
-    for ref in children.absent:
+    _delete_absent(ctx, owner, [r for r in children.absent if r.kind not in AUTOSCALERS], errors)
+
+    deployment = live.get("Deployment")
+    desired_replicas = spec.replicas
+    if autoscaled and deployment is not None:
+        # The autoscaler's count, as the Deployment has it.
+        desired_replicas = (deployment.get("spec") or {}).get("replicas", spec.replicas)
+    autoscaler_kind = children.autoscaling.kind if children.autoscaling else None
+    observation = Observation(
+        desired_replicas=desired_replicas,
+        gpu_resource=spec.computational_resources.gpu_resource,
+        deployment=live.get("Deployment"),
+        pods=ctx.cache.pods(namespace, name),
+        reconcile_error="; ".join(errors) or None,
+        model_note=no_model_note(spec, runtime_for(spec.model_type, settings.runtimes)),
+        model_version=spec.model_version,
+        monitoring=children.monitoring,
+        autoscaling=children.autoscaling,
+        autoscaler=live.get(autoscaler_kind) if autoscaler_kind else None,
+        **common,
+    )
+    return _write_status(ctx, body, previous, observation)
+
+
+AUTOSCALERS = (HPA_KIND, KEDA_KIND)
+
+
+def _delete_absent(ctx: Context, owner: Owner, refs: list[ObjectRef], errors: list[str]) -> None:
+    for ref in refs:
         cached = ctx.cache.get(ref.kind, ref.namespace, ref.name)
         if cached is None or controller_uid(cached) != owner.uid:
             continue  # gone already, or someone else's: never deleted
@@ -150,21 +197,30 @@ def reconcile_once(ctx: Context, namespace: str, name: str) -> str:
         except ApiException as err:
             errors.append(f"deleting {ref.kind} {ref.name}: {permanent_error(err)}")
 
-    observation = Observation(
-        desired_replicas=spec.replicas,
-        gpu_resource=spec.computational_resources.gpu_resource,
-        deployment=live.get("Deployment"),
-        pods=ctx.cache.pods(namespace, name),
-        reconcile_error="; ".join(errors) or None,
-        model_note=no_model_note(spec, runtime_for(spec.model_type, settings.runtimes)),
-        model_version=spec.model_version,
-        monitoring=children.monitoring,
-        **common,
-    )
-    return _write_status(ctx, body, previous, observation)
+
+def _apply_autoscaled(
+    ctx: Context, obj: dict[str, Any], spec: api.MLModelDeploymentSpec
+) -> dict[str, Any]:
+    """Apply the model Deployment of an autoscaled model, which leaves `replicas` to the
+    autoscaler. A new Deployment is created at its starting size (a Deployment created without
+    one would have 1); one whose count the operator still owns is handed over first, so that the
+    count stays what it is (see autoscaling.replicas_handover)."""
+    meta = obj["metadata"]
+    cached = ctx.cache.get("Deployment", meta["namespace"], meta["name"])
+    if cached is None:
+        start = {**obj, "spec": {**obj["spec"], "replicas": starting_replicas(spec)}}
+        return _apply(ctx, start)
+    if FIELD_MANAGER in cached.get("replicasManagers", []) and controller_uid(
+        cached
+    ) == controller_uid(obj):
+        ctx.cache.record(
+            ctx.kube.apply(replicas_handover(cached), field_manager=HANDOVER_MANAGER, force=False)
+        )
+        return _apply(ctx, obj, always=True)
+    return _apply(ctx, obj)
 
 
-def _apply(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
+def _apply(ctx: Context, obj: dict[str, Any], always: bool = False) -> dict[str, Any]:
     """Server-side apply `obj` unless the cached object already matches it; the object as the
     API server has it (or as the cache does, when nothing was sent). Raises NotControlled when an
     object of that name exists with another controller, or none: it belongs to someone else."""
@@ -176,7 +232,7 @@ def _apply(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
             f"{desired['kind']} {meta['name']} exists and is not controlled by this "
             f"{api.KIND}: rename or delete it"
         )
-    if cached is not None and covers(cached, desired):
+    if cached is not None and not always and covers(cached, desired):
         return cached
     applied = ctx.kube.apply(desired)
     ctx.cache.record(applied)

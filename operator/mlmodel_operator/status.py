@@ -10,13 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlmodel_operator.builders import MonitoringSetup
+from mlmodel_operator.builders import AutoscalingPlan, MonitoringSetup
 from mlmodel_operator.builders.fetch import FETCH_CONTAINER
 from mlmodel_operator.builders.meta import VERSION_LABEL
+from mlmodel_operator.scaling import scaling_verdict
 
 READY, PROGRESSING, AVAILABLE, SCHEDULED = "Ready", "Progressing", "Available", "Scheduled"
 MONITORING_READY = "MonitoringReady"
-CONDITION_TYPES = (READY, PROGRESSING, AVAILABLE, SCHEDULED, MONITORING_READY)
+SCALING = "Scaling"
+CONDITION_TYPES = (READY, PROGRESSING, AVAILABLE, SCHEDULED, MONITORING_READY, SCALING)
 # Phases in which something needs a person's attention; their events are Warnings.
 TROUBLED_PHASES = {"Degraded", "Failed"}
 
@@ -37,6 +39,9 @@ class Observation:
     monitoring: MonitoringSetup | None = None  # None: unknown (e.g. the spec is invalid)
     model_note: str | None = None  # e.g. that the server was given no model to load
     model_version: str | None = None  # spec.model_version, named in rollout messages
+    # spec.autoscaling as set up (None: off), and the autoscaler as the cache has it.
+    autoscaling: AutoscalingPlan | None = None
+    autoscaler: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -360,6 +365,8 @@ def compute_status(obs: Observation, previous: dict[str, Any], now: str) -> dict
     """The full status to store. Unchanged input gives an unchanged status (no write needed)."""
     phase, conditions = evaluate(obs)
     conditions[MONITORING_READY] = monitoring_condition(obs.monitoring)
+    if obs.autoscaling is not None:
+        conditions[SCALING] = Cond(*scaling_verdict(obs.autoscaling, obs.autoscaler))
     dep_status = (obs.deployment or {}).get("status", {})
     ready = dep_status.get("readyReplicas", 0)
     return {
