@@ -182,7 +182,7 @@ def test_watched_namespaces_get_roles_and_nothing_namespaced_cluster_wide() -> N
     bindings = [d for d in docs if d["kind"] == "RoleBinding"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     cluster_wide = {t[1] for t in rules(one(docs, "ClusterRole"))}
-    assert cluster_wide == {"customresourcedefinitions", "namespaces"}
+    assert cluster_wide == {"customresourcedefinitions", "namespaces", "apiservices"}
     peerings = [d for d in docs if d["kind"] == "KopfPeering"]
     assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
 
@@ -271,3 +271,15 @@ def test_the_chart_creates_its_peering_object_and_the_operator_waits_for_it() ->
     docs = render("--set", "peering.createObjects=false")
     assert not [d for d in docs if d["kind"] in ("ClusterKopfPeering", "KopfPeering")]
     assert parse_args(container(docs)["args"], environ={}).peering_create is True
+
+
+def test_autoscalers_are_granted_keda_only_if_asked() -> None:
+    granted = rules(one(render(), "ClusterRole"))
+    for verb in ("list", "watch", "create", "patch", "delete"):
+        assert ("autoscaling", "horizontalpodautoscalers", verb) in granted
+        assert ("keda.sh", "scaledobjects", verb) in granted
+    # Read-only, and cluster-scoped: whether the custom metrics API is served.
+    assert ("apiregistration.k8s.io", "apiservices", "watch") in granted
+    assert not [t for t in granted if t[1] == "apiservices" and t[2] not in ("list", "watch")]
+    no_keda = rules(one(render("--set", "rbac.keda=false"), "ClusterRole"))
+    assert not [t for t in no_keda if t[0] == "keda.sh"]
