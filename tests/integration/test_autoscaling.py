@@ -158,14 +158,7 @@ def test_switching_on_keeps_the_count_the_operator_never_fights_and_off_hands_it
     )
 
     # Switched off: the HPA goes and spec.replicas applies again, owned by the operator.
-    models.custom.patch_namespaced_custom_object(
-        "machine-learning.org",
-        "v1",
-        namespace,
-        "mlmodeldeployments",
-        NAME,
-        {"spec": {"autoscaling": None}},
-    )
+    models.patch_spec({"autoscaling": None})
     wait_until(
         lambda: (
             not autoscaling_api(cluster).list_namespaced_horizontal_pod_autoscaler(namespace).items

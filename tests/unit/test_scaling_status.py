@@ -1,5 +1,4 @@
-"""The Scaling condition mirrors the autoscaler's own verdict; at zero the model is Ready; GPU
-shortage is reported when the autoscaler asks for replicas that cannot be placed."""
+"""The Scaling condition mirrors the autoscaler's own verdict, or says why there is none."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import pytest
 
 from mlmodel_operator.builders.autoscaling import AutoscalingPlan
 from mlmodel_operator.scaling import scaling_verdict
-from mlmodel_operator.status import Observation, compute_status, evaluate
 
 HPA = AutoscalingPlan("HorizontalPodAutoscaler")
 KEDA = AutoscalingPlan("ScaledObject")
@@ -142,86 +140,3 @@ def test_no_autoscaler_says_why_and_a_missing_one_is_being_created() -> None:
         "AutoscalerPending",
         "creating the HorizontalPodAutoscaler",
     )
-
-
-def deployment(replicas: int, ready: int, updated: int | None = None) -> dict[str, Any]:
-    updated = replicas if updated is None else updated
-    return {
-        "metadata": {"generation": 2},
-        "spec": {"replicas": replicas},
-        "status": {
-            "observedGeneration": 2,
-            "replicas": replicas,
-            "updatedReplicas": updated,
-            "readyReplicas": ready,
-            "availableReplicas": ready,
-            "conditions": [
-                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
-            ],
-        },
-    }
-
-
-def obs(**kw: Any) -> Observation:
-    base: dict[str, Any] = {
-        "generation": 1,
-        "desired_replicas": 1,
-        "gpu_resource": "nvidia.com/gpu",
-        "endpoint": "http://m.ns.svc.cluster.local",
-        "selector": "a=b",
-        "autoscaling": KEDA,
-    }
-    return Observation(**{**base, **kw})
-
-
-def test_scaled_to_zero_by_the_autoscaler_is_ready() -> None:
-    idle = {"status": {"conditions": [KEDA_READY, cond("Active", "False", "ScalerNotActive")]}}
-    status = compute_status(
-        obs(desired_replicas=0, deployment=deployment(0, 0), autoscaler=idle), {}, "t"
-    )
-    assert status["phase"] == "Ready"
-    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-    assert ready["reason"] == "ScaledToZero"
-    scaling = next(c for c in status["conditions"] if c["type"] == "Scaling")
-    assert (scaling["status"], scaling["reason"]) == ("True", "Idle")
-    assert (status["replicas"], status["readyReplicas"], status["ready"]) == (0, 0, "0/0")
-
-
-def test_without_autoscaling_there_is_no_scaling_condition() -> None:
-    status = compute_status(obs(autoscaling=None, deployment=deployment(1, 1)), {}, "t")
-    assert "Scaling" not in {c["type"] for c in status["conditions"]}
-
-
-def test_replicas_the_autoscaler_asks_for_that_find_no_gpus_are_insufficient_gpu() -> None:
-    # The autoscaler raised the Deployment from 2 to 4 replicas; 2 new pods find no GPUs.
-    message = "0/4 nodes are available: 2 Insufficient nvidia.com/gpu, 2 node(s) had untolerated"
-    unschedulable = {
-        "metadata": {"name": "m-x"},
-        "status": {
-            "conditions": [
-                {"type": "Ready", "status": "False"},
-                {
-                    "type": "PodScheduled",
-                    "status": "False",
-                    "reason": "Unschedulable",
-                    "message": message,
-                },
-            ]
-        },
-    }
-    ready = {
-        "metadata": {"name": "m-y"},
-        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
-    }
-    phase, conditions = evaluate(
-        obs(
-            generation=2,
-            desired_replicas=4,
-            deployment=deployment(4, 2),
-            pods=[ready, ready, unschedulable, unschedulable],
-        )
-    )
-    assert conditions["Scheduled"].reason == "InsufficientGPU"
-    assert conditions["Ready"].reason == "InsufficientGPU"
-    assert "2 of 4 replicas serving" in conditions["Ready"].message
-    assert phase == "Degraded"
