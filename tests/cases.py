@@ -183,6 +183,83 @@ BAD_MANIFESTS: list[tuple[str, dict[str, Any], str]] = [
         manifest(model_type="sklearn", model_uri="s3://m/iris", storage={"secret_name": "S_3"}),
         "spec.storage.secret_name",
     ),
+    (
+        "autoscaling-min-above-max",
+        manifest(
+            model_type="sklearn",
+            autoscaling={"min_replicas": 3, "max_replicas": 2, "target": 4},
+        ),
+        "spec.autoscaling.min_replicas",
+    ),
+    (
+        "autoscaling-without-max",
+        manifest(model_type="sklearn", autoscaling={"target": 4}),
+        "spec.autoscaling.max_replicas",
+    ),
+    (
+        "autoscaling-unknown-metric",
+        manifest(
+            model_type="sklearn",
+            autoscaling={"max_replicas": 2, "target": 4, "metric": "qps"},
+        ),
+        "spec.autoscaling.metric",
+    ),
+    (
+        "autoscaling-fractional-percent",
+        manifest(
+            model_type="sklearn",
+            computational_resources={"cpu": "1"},
+            autoscaling={"max_replicas": 2, "target": 70.5, "metric": "cpu"},
+        ),
+        "spec.autoscaling.target",
+    ),
+    (
+        "autoscaling-gpu-over-100",
+        manifest(
+            model_type="pytorch",
+            computational_resources={"gpu_allocation": 1},
+            autoscaling={"max_replicas": 2, "target": 120, "metric": "gpu_utilization"},
+        ),
+        "spec.autoscaling.target",
+    ),
+    (
+        "autoscaling-gpu-without-gpus",
+        manifest(
+            model_type="sklearn",
+            autoscaling={"max_replicas": 2, "target": 80, "metric": "gpu_utilization"},
+        ),
+        "spec.autoscaling.metric",
+    ),
+    (
+        "autoscaling-cpu-without-request",
+        manifest(
+            model_type="sklearn",
+            autoscaling={"max_replicas": 2, "target": 80, "metric": "cpu"},
+        ),
+        "spec.autoscaling.metric",
+    ),
+    (
+        "autoscaling-concurrency-without-sidecar",
+        manifest(
+            model_type="sklearn",
+            monitoring={"performance_tracking": "disabled"},
+            autoscaling={"max_replicas": 2, "target": 4},
+        ),
+        "spec.autoscaling.metric",
+    ),
+    (
+        "autoscaling-to-zero-on-memory",
+        manifest(
+            model_type="sklearn",
+            autoscaling={"min_replicas": 0, "max_replicas": 2, "target": 80, "metric": "memory"},
+        ),
+        "spec.autoscaling.min_replicas",
+    ),
+    (
+        "autoscaling-zero-target",
+        manifest(model_type="sklearn", autoscaling={"max_replicas": 2, "target": 0}),
+        "spec.autoscaling.target",
+    ),
 ]
 
 # Every Unicode White_Space character, which no URI or image reference may hold; the fuzz that

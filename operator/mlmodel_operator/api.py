@@ -483,6 +483,90 @@ class Rollout(CRDModel):
     )
 
 
+class AutoscalingMetric(StrEnum):
+    concurrency = "concurrency"
+    rps = "rps"
+    cpu = "cpu"
+    memory = "memory"
+    gpu_utilization = "gpu_utilization"
+
+
+# Metrics the target of which is a percentage, and those read from Prometheus-style metrics.
+PERCENT_METRICS = ("cpu", "memory", "gpu_utilization")
+TRAFFIC_METRICS = ("concurrency", "rps")
+MAX_AUTOSCALED_REPLICAS = 1000
+
+
+class Autoscaling(CRDModel):
+    """Horizontal autoscaling of the model server on its own traffic, CPU, memory or GPU use:
+    a ScaledObject where KEDA is installed, else a HorizontalPodAutoscaler."""
+
+    min_replicas: StrictInt = Field(
+        1,
+        ge=0,
+        le=MAX_AUTOSCALED_REPLICAS,
+        description="Fewest replicas. 0 allows scale to zero, which needs KEDA (without it the "
+        "status says so and nothing is autoscaled); at zero nothing answers requests.",
+    )
+    max_replicas: StrictInt = Field(
+        ge=1, le=MAX_AUTOSCALED_REPLICAS, description="Most replicas the autoscaler may ask for."
+    )
+    metric: AutoscalingMetric = Field(
+        AutoscalingMetric.concurrency,
+        description="What is scaled on: concurrency (requests in flight per replica) or rps "
+        "(requests per second per replica), from the monitoring sidecar's metrics; cpu or "
+        "memory (percent of the replica's request); gpu_utilization (percent, from NVIDIA "
+        "DCGM's DCGM_FI_DEV_GPU_UTIL).",
+    )
+    target: StrictFloat = Field(
+        gt=0,
+        le=1_000_000,
+        description="Target per replica: requests in flight (concurrency), requests per second "
+        "(rps), or a whole percent (cpu, memory, gpu_utilization).",
+    )
+    scale_down_delay_seconds: StrictInt = Field(
+        300,
+        ge=0,
+        le=3600,
+        description="How long the load must stay low before replicas are removed (the "
+        "scale-down stabilization window; with KEDA also the cool-down before scaling to zero).",
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.min_replicas) || self.min_replicas <= self.max_replicas",
+            message="min_replicas must not exceed max_replicas",
+            holds=lambda a: a.min_replicas <= a.max_replicas,
+            field_path=".min_replicas",
+            reason="FieldValueInvalid",
+        ),
+        Rule(
+            cel="!has(self.min_replicas) || self.min_replicas > 0 || "
+            "(has(self.metric) && !(self.metric in ['cpu', 'memory']))",
+            message="min_replicas 0 needs a metric that can tell an idle model (concurrency, rps, "
+            "gpu_utilization): cpu and memory autoscalers never scale to zero",
+            holds=lambda a: a.min_replicas > 0 or a.metric not in ("cpu", "memory"),
+            field_path=".min_replicas",
+            reason="FieldValueInvalid",
+        ),
+        Rule(
+            cel=f"!has(self.metric) || !(self.metric in {list(PERCENT_METRICS)!r}) || "
+            "double(int(self.target)) == self.target",
+            message="target is a whole percent for cpu, memory and gpu_utilization",
+            holds=lambda a: a.metric not in PERCENT_METRICS or a.target == int(a.target),
+            field_path=".target",
+            reason="FieldValueInvalid",
+        ),
+        Rule(
+            cel="!has(self.metric) || self.metric != 'gpu_utilization' || self.target <= 100.0",
+            message="target is at most 100 (percent) for gpu_utilization",
+            holds=lambda a: a.metric != AutoscalingMetric.gpu_utilization or a.target <= 100,
+            field_path=".target",
+            reason="FieldValueInvalid",
+        ),
+    )
+
+
 class MLModelDeploymentSpec(CRDModel):
     """The desired state: which model to serve, on what hardware, with what monitoring."""
 
@@ -530,6 +614,12 @@ class MLModelDeploymentSpec(CRDModel):
         default_factory=Rollout,  # type: ignore[arg-type]
         description="How a new model_version is rolled out: a rolling update, or canary steps "
         "judged on live metrics with automatic rollback.",
+    )
+    autoscaling: Autoscaling | None = Field(
+        None,
+        description="Autoscale the model server (see the README's Autoscaling). While set, "
+        "replicas and `kubectl scale` only give the starting size: the autoscaler owns the "
+        "replica count. Unset: no autoscaling, replicas applies.",
     )
 
     rules: ClassVar[tuple[Rule, ...]] = (
@@ -599,6 +689,49 @@ class MLModelDeploymentSpec(CRDModel):
                 or s.monitoring.performance_tracking == PerformanceTracking.enabled
             ),
             field_path=".rollout.strategy",
+            reason="FieldValueInvalid",
+        ),
+        Rule(
+            cel="!has(self.autoscaling) || !has(self.autoscaling.metric) || "
+            f"!(self.autoscaling.metric in {list(TRAFFIC_METRICS)!r}) || "
+            "self.monitoring.performance_tracking == 'enabled'",
+            message="autoscaling.metric concurrency or rps needs monitoring.performance_tracking "
+            "enabled: the monitoring sidecar measures the requests",
+            holds=lambda s: (
+                s.autoscaling is None
+                or s.autoscaling.metric not in TRAFFIC_METRICS
+                or s.monitoring.performance_tracking == PerformanceTracking.enabled
+            ),
+            field_path=".autoscaling.metric",
+            reason="FieldValueInvalid",
+        ),
+        Rule(
+            cel="!has(self.autoscaling) || !has(self.autoscaling.metric) || "
+            "self.autoscaling.metric != 'gpu_utilization' || "
+            "self.computational_resources.gpu_allocation > 0",
+            message="autoscaling.metric gpu_utilization needs "
+            "computational_resources.gpu_allocation > 0",
+            holds=lambda s: (
+                s.autoscaling is None
+                or s.autoscaling.metric != AutoscalingMetric.gpu_utilization
+                or s.computational_resources.gpu_allocation > 0
+            ),
+            field_path=".autoscaling.metric",
+            reason="FieldValueInvalid",
+        ),
+        Rule(
+            cel="!has(self.autoscaling) || !has(self.autoscaling.metric) || "
+            "self.autoscaling.metric != 'cpu' || has(self.computational_resources.cpu) || "
+            "self.computational_resources.gpu_allocation > 0",
+            message="autoscaling.metric cpu needs a CPU request: set computational_resources.cpu "
+            "(utilization is a percent of the request)",
+            holds=lambda s: (
+                s.autoscaling is None
+                or s.autoscaling.metric != AutoscalingMetric.cpu
+                or s.computational_resources.cpu is not None
+                or s.computational_resources.gpu_allocation > 0
+            ),
+            field_path=".autoscaling.metric",
             reason="FieldValueInvalid",
         ),
     )
@@ -727,7 +860,8 @@ class MLModelDeploymentStatus(BaseModel):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, Progressing, Available, Scheduled and MonitoringReady conditions.",
+        description="Ready, Progressing, Available, Scheduled, MonitoringReady and (with "
+        "spec.autoscaling) Scaling conditions.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     replicas: StrictInt | None = Field(None, description="Model server pods that exist.")

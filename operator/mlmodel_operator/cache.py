@@ -3,7 +3,8 @@
 A steady-state reconcile reads only from here, so it sends no GET or LIST. Each object is kept
 as a projection holding only what the status and the diff need: MLModelDeployments without
 their managed fields; children (Deployment, Service, ConfigMap, ServiceMonitor, PrometheusRule)
-as metadata, spec and data, and a Deployment's status; Pods as the handful of fields the status
+as metadata, spec and data, a Deployment's status and the managers of its replica count, an
+autoscaler's conditions; Pods as the handful of fields the status
 reports; objects of the children's kinds that are not the operator's, as their name and
 controller only. Projections are stored as compact JSON, several times smaller than the parsed dicts
 (see "Memory" in the README), and parsed afresh on each read, so no caller can alter the store.
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlmodel_operator import api
+from mlmodel_operator.builders.autoscaling import HPA_KIND, KEDA_KIND, replicas_managers
 from mlmodel_operator.builders.canary import TRACK_LABEL
 from mlmodel_operator.builders.meta import (
     INSTANCE_LABEL,
@@ -74,8 +76,18 @@ def model_view(body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def autoscaler_status(body: dict[str, Any]) -> dict[str, Any]:
+    """What the status mirrors of an autoscaler: its replica counts (an HPA's) and conditions,
+    without the timestamps and metric values that change at every sync."""
+    status = body.get("status") or {}
+    view = _pick(status, ("currentReplicas", "desiredReplicas"))
+    view["conditions"] = [_pick(c, _CONDITION_FIELDS) for c in status.get("conditions") or []]
+    return view
+
+
 def child_view(body: dict[str, Any]) -> dict[str, Any]:
-    """A child as the diff and the status read it. Only a Deployment's status is kept."""
+    """A child as the diff and the status read it. Only a Deployment's status is kept, with the
+    field managers that own its replica count, and an autoscaler's conditions."""
     view = {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
@@ -86,6 +98,9 @@ def child_view(body: dict[str, Any]) -> dict[str, Any]:
             view[key] = body[key]
     if body.get("kind") == "Deployment":
         view["status"] = body.get("status") or {}
+        view["replicasManagers"] = replicas_managers(body)
+    elif body.get("kind") in (HPA_KIND, KEDA_KIND):
+        view["status"] = autoscaler_status(body)
     return view
 
 
@@ -205,6 +220,7 @@ class Cache:
         self._unclaimed: set[Key] = set()
         self._tombstones: dict[Key, tuple[int, float]] = {}
         self._crd_versions: dict[str, frozenset[str]] = {}
+        self._available_api_services: set[str] = set()
         self._apis_changed = False
 
     # --- writes from the watches --------------------------------------------------------------
@@ -299,6 +315,17 @@ class Cache:
             if self._served_apis() != before:
                 self._apis_changed = True
 
+    def observe_api_service(self, name: str, available: bool) -> None:
+        """Record whether one of OPTIONAL_API_SERVICES is Available (served by its backend)."""
+        with self._lock:
+            before = self._served_apis()
+            if available:
+                self._available_api_services.add(name)
+            else:
+                self._available_api_services.discard(name)
+            if self._served_apis() != before:
+                self._apis_changed = True
+
     def claim_api_change(self) -> bool:
         """Whether `served_apis()` changed since last claimed; true once."""
         with self._lock:
@@ -315,6 +342,10 @@ class Cache:
             api_name
             for api_name, crds in OPTIONAL_APIS.items()
             if all(version in self._crd_versions.get(crd, ()) for crd, version in crds.items())
+        ) | frozenset(
+            api_name
+            for api_name, service in OPTIONAL_API_SERVICES.items()
+            if service in self._available_api_services
         )
 
     # --- reads --------------------------------------------------------------------------------
@@ -354,14 +385,19 @@ class Cache:
 # Other projects' APIs the operator uses when the cluster serves them: name -> {CRD: version}.
 PROMETHEUS_OPERATOR = "prometheus-operator"
 GATEWAY_API = "gateway-api"
+KEDA = "keda"
 OPTIONAL_APIS: dict[str, dict[str, str]] = {
     PROMETHEUS_OPERATOR: {
         "servicemonitors.monitoring.coreos.com": "v1",
         "prometheusrules.monitoring.coreos.com": "v1",
     },
     GATEWAY_API: {"httproutes.gateway.networking.k8s.io": "v1"},
+    KEDA: {"scaledobjects.keda.sh": "v1alpha1"},
 }
 OPTIONAL_CRDS = frozenset(crd for crds in OPTIONAL_APIS.values() for crd in crds)
+# Aggregated APIs (no CRD: an APIService backed by another server), served when Available.
+CUSTOM_METRICS = "custom-metrics"
+OPTIONAL_API_SERVICES: dict[str, str] = {CUSTOM_METRICS: "v1beta1.custom.metrics.k8s.io"}
 
 
 def _instance(body: dict[str, Any]) -> str:

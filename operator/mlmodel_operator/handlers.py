@@ -20,6 +20,7 @@ import kopf
 
 from mlmodel_operator import api, config, kube, metrics, peering
 from mlmodel_operator.builders import BuildSettings, NetworkPolicySettings
+from mlmodel_operator.builders.autoscaling import KEDA_API
 from mlmodel_operator.builders.canary import CANARY_SUFFIX, STABLE_SUFFIX
 from mlmodel_operator.builders.meta import (
     INSTANCE_LABEL,
@@ -28,7 +29,7 @@ from mlmodel_operator.builders.meta import (
     OPERATOR_NAME,
 )
 from mlmodel_operator.builders.prometheus import PROMETHEUS_API
-from mlmodel_operator.cache import OPTIONAL_CRDS, Cache, is_ours
+from mlmodel_operator.cache import OPTIONAL_API_SERVICES, OPTIONAL_CRDS, Cache, is_ours
 from mlmodel_operator.events import EventRecorder
 from mlmodel_operator.reconcile import Context, Reconciler
 from mlmodel_operator.resync import resync_forever
@@ -37,6 +38,7 @@ from mlmodel_operator.workqueue import WorkQueue
 
 MODEL = (api.GROUP, api.VERSION, api.PLURAL)
 _PROMETHEUS_GROUP, _PROMETHEUS_VERSION = PROMETHEUS_API.split("/")
+_KEDA_GROUP, _KEDA_VERSION = KEDA_API.split("/")
 # Every object of these kinds is cached, the operator's own in full and others by name and
 # controller: a name a child needs may be taken by an object the operator must not take over.
 CHILDREN = [
@@ -44,15 +46,19 @@ CHILDREN = [
     ("", "v1", "services"),
     ("", "v1", "configmaps"),
     ("networking.k8s.io", "v1", "networkpolicies"),
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
     # Watched once the cluster serves them (kopf notices CRDs coming).
     (_PROMETHEUS_GROUP, _PROMETHEUS_VERSION, "servicemonitors"),
     (_PROMETHEUS_GROUP, _PROMETHEUS_VERSION, "prometheusrules"),
     ("gateway.networking.k8s.io", "v1", "httproutes"),
+    (_KEDA_GROUP, _KEDA_VERSION, "scaledobjects"),
 ]
 # Pods carry the instance label but are owned by ReplicaSets; their scheduling verdicts and
 # readiness are what the status reports.
 PODS = ("", "v1", "pods")
 CRDS = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+API_SERVICES = ("apiregistration.k8s.io", "v1", "apiservices")
+_API_SERVICE_NAMES = frozenset(OPTIONAL_API_SERVICES.values())
 OURS = {MANAGED_BY_LABEL: OPERATOR_NAME, INSTANCE_LABEL: kopf.PRESENT}
 # A rollout step changes several pods and the Deployment's status within a fraction of a second;
 # waiting this long after the first change makes them one reconcile instead of several.
@@ -191,10 +197,31 @@ async def _crd_event(type: str | None, name: str, **_: Any) -> None:
     parts = running()
     if type == "DELETED":
         parts.cache.observe_crd(name, set())
+    _reconcile_all_on_api_change(parts)
+
+
+def _reconcile_all_on_api_change(parts: Running) -> None:
     if parts.cache.claim_api_change():
         # Every model's objects of that API (monitoring, routes, autoscalers) come or go with it.
         for key in parts.cache.models():
             parts.queue.add(key)
+
+
+def _optional_api_service(name: str, **_: Any) -> bool:
+    return name in _API_SERVICE_NAMES
+
+
+async def _index_api_service(name: str, body: kopf.Body, **_: Any) -> None:
+    conditions = (body.get("status") or {}).get("conditions") or []
+    available = any(c.get("type") == "Available" and c.get("status") == "True" for c in conditions)
+    running().cache.observe_api_service(name, available)
+
+
+async def _api_service_event(type: str | None, name: str, **_: Any) -> None:
+    parts = running()
+    if type == "DELETED":
+        parts.cache.observe_api_service(name, False)
+    _reconcile_all_on_api_change(parts)
 
 
 kopf.index(*MODEL, id="models-cache")(_index)
@@ -206,3 +233,5 @@ kopf.index(*PODS, labels=OURS, id="pods-cache")(_index)
 kopf.on.event(*PODS, labels=OURS, id="pods-event")(_child_event)
 kopf.index(*CRDS, when=_optional_crd, id="crds-cache")(_index_crd)
 kopf.on.event(*CRDS, when=_optional_crd, id="crds-event")(_crd_event)
+kopf.index(*API_SERVICES, when=_optional_api_service, id="apiservices-cache")(_index_api_service)
+kopf.on.event(*API_SERVICES, when=_optional_api_service, id="apiservices-event")(_api_service_event)

@@ -38,6 +38,8 @@ _PLURALS = {
     "PrometheusRule": "prometheusrules",
     "NetworkPolicy": "networkpolicies",
     "HTTPRoute": "httproutes",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "ScaledObject": "scaledobjects",
 }
 
 log = logging.getLogger(__name__)
@@ -141,7 +143,9 @@ class Kube:
                 return None
             raise
 
-    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def apply(
+        self, obj: dict[str, Any], field_manager: str = FIELD_MANAGER, force: bool = True
+    ) -> dict[str, Any]:
         """Server-side apply `obj` (always sent: the caller decides whether it is needed)."""
         meta = obj["metadata"]
         path = resource_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
@@ -149,7 +153,7 @@ class Kube:
             "PATCH",
             path,
             body=yaml_body(obj),
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            query=[("fieldManager", field_manager), ("force", "true" if force else "false")],
             content_type="application/apply-patch+yaml",
         )
         log.info("applied %s %s/%s", obj["kind"], meta["namespace"], meta["name"])

@@ -27,15 +27,29 @@ from pydantic import ValidationError
 
 from mlmodel_operator import api, metrics
 from mlmodel_operator.analysis import analyse
-from mlmodel_operator.builders import BuildSettings, Children, Owner, build_children
+from mlmodel_operator.builders import BuildSettings, Children, ObjectRef, Owner, build_children
+from mlmodel_operator.builders.autoscaling import (
+    HANDOVER_MANAGER,
+    HPA_KIND,
+    KEDA_KIND,
+    replicas_handover,
+    starting_replicas,
+)
 from mlmodel_operator.builders.canary import CANARY_SUFFIX, revision_of, template_revision
 from mlmodel_operator.builders.deployment import no_model_note
 from mlmodel_operator.builders.meta import controller_uid, selector_string
 from mlmodel_operator.builders.service import endpoint
-from mlmodel_operator.cache import GATEWAY_API, MODEL_KIND, PROMETHEUS_OPERATOR, Cache
+from mlmodel_operator.cache import (
+    CUSTOM_METRICS,
+    GATEWAY_API,
+    KEDA,
+    MODEL_KIND,
+    PROMETHEUS_OPERATOR,
+    Cache,
+)
 from mlmodel_operator.compare import covers, with_hash
 from mlmodel_operator.events import EventRecorder
-from mlmodel_operator.kube import Kube, describe_error, is_transient, retry_after
+from mlmodel_operator.kube import FIELD_MANAGER, Kube, describe_error, is_transient, retry_after
 from mlmodel_operator.rollout.machine import (
     OVERRIDE_ANNOTATION,
     Decision,
@@ -152,6 +166,8 @@ def reconcile_once(ctx: Context, namespace: str, name: str) -> Outcome:
         ctx.settings,
         prometheus_operator=PROMETHEUS_OPERATOR in apis,
         gateway_api=GATEWAY_API in apis,
+        keda=KEDA in apis,
+        custom_metrics=CUSTOM_METRICS in apis,
     )
     live = Live(
         stable=_controlled(ctx, owner, name), canary=_controlled(ctx, owner, name + CANARY_SUFFIX)
@@ -163,10 +179,18 @@ def reconcile_once(ctx: Context, namespace: str, name: str) -> Outcome:
         created = ", ".join(f"{o['kind']} {o['metadata']['name']}" for o in children.apply)
         ctx.events.record(body, "Normal", "Created", f"creating {created}")
     applied: dict[tuple[str, str], dict[str, Any]] = {}
-    errors = []
+    errors: list[str] = []
+    autoscaled = children.autoscaling is not None and children.autoscaling.kind is not None
+    # An autoscaler that is no longer wanted goes before the replicas are applied again, so
+    # that it cannot scale the Deployment after the operator took the count back.
+    _delete_absent(ctx, owner, [r for r in children.absent if r.kind in AUTOSCALERS], errors)
     for obj in children.apply:
+        key = (obj["kind"], obj["metadata"]["name"])
         try:
-            applied[(obj["kind"], obj["metadata"]["name"])] = _apply(ctx, obj)
+            if key == ("Deployment", name) and autoscaled:
+                applied[key] = _apply_autoscaled(ctx, obj, spec)
+            else:
+                applied[key] = _apply(ctx, obj)
         except ApiException as err:
             errors.append(f"{obj['kind']} {obj['metadata']['name']}: {permanent_error(err)}")
         except NotControlled as err:
@@ -174,7 +198,55 @@ def reconcile_once(ctx: Context, namespace: str, name: str) -> Outcome:
             # applying them would make them use someone else's object.
             errors.append(str(err))
             break
-    for ref in children.absent:
+    _delete_absent(ctx, owner, [r for r in children.absent if r.kind not in AUTOSCALERS], errors)
+
+    deployment = applied.get(("Deployment", name))
+    canary = applied.get(("Deployment", name + CANARY_SUFFIX))
+    desired_replicas = spec.replicas
+    if autoscaled and deployment is not None:
+        # The autoscaler's count, as the Deployment has it.
+        desired_replicas = (deployment.get("spec") or {}).get("replicas", spec.replicas)
+    elif decision.replicas is not None:
+        desired_replicas = decision.replicas.stable
+    stable_pods, canary_pods = split_pods(ctx.cache.pods(namespace, name))
+    notes = [no_model_note(spec, runtime_for(spec.model_type, settings.runtimes))]
+    if spec.rollout.gateway is not None and not settings.gateway_api:
+        notes.append(
+            "spec.rollout.gateway is set but the cluster serves no Gateway API HTTPRoutes "
+            "(gateway.networking.k8s.io/v1): a canary is split by replicas"
+        )
+    autoscaler_kind = children.autoscaling.kind if children.autoscaling else None
+    autoscaler = applied.get((autoscaler_kind, name)) if autoscaler_kind else None
+    observation = Observation(
+        desired_replicas=desired_replicas,
+        gpu_resource=spec.computational_resources.gpu_resource,
+        deployment=deployment,
+        pods=stable_pods,
+        canary_deployment=canary,
+        canary_pods=canary_pods if canary is not None else [],
+        canary_replicas=decision.replicas.canary if canary is not None and decision.replicas else 0,
+        reconcile_error="; ".join(errors) or None,
+        model_note="; ".join(filter(None, notes)) or None,
+        model_version=spec.model_version,
+        monitoring=children.monitoring,
+        autoscaling=children.autoscaling,
+        autoscaler=autoscaler,
+        # Nulls included: the merge patch removes what this state no longer has.
+        rollout=decision.status.model_dump(mode="json", by_alias=True) if decision.status else None,
+        history=_history(previous, decision, spec, live, children),
+        **common,
+    )
+    result = _write_status(ctx, body, previous, observation, decision)
+    if decision.override_handled and result != "gone":
+        _clear_override(ctx, body)
+    return Outcome(result, decision.requeue_after)
+
+
+AUTOSCALERS = (HPA_KIND, KEDA_KIND)
+
+
+def _delete_absent(ctx: Context, owner: Owner, refs: list[ObjectRef], errors: list[str]) -> None:
+    for ref in refs:
         cached = ctx.cache.get(ref.kind, ref.namespace, ref.name)
         if cached is None or controller_uid(cached) != owner.uid:
             continue  # gone already, or someone else's: never deleted
@@ -185,36 +257,6 @@ def reconcile_once(ctx: Context, namespace: str, name: str) -> Outcome:
             ctx.kube.delete(ref, meta["uid"], meta["resourceVersion"])
         except ApiException as err:
             errors.append(f"deleting {ref.kind} {ref.name}: {permanent_error(err)}")
-
-    stable_pods, canary_pods = split_pods(ctx.cache.pods(namespace, name))
-    canary = applied.get(("Deployment", name + CANARY_SUFFIX))
-    notes = [no_model_note(spec, runtime_for(spec.model_type, settings.runtimes))]
-    if spec.rollout.gateway is not None and not settings.gateway_api:
-        notes.append(
-            "spec.rollout.gateway is set but the cluster serves no Gateway API HTTPRoutes "
-            "(gateway.networking.k8s.io/v1): a canary is split by replicas"
-        )
-    observation = Observation(
-        desired_replicas=decision.replicas.stable if decision.replicas else spec.replicas,
-        gpu_resource=spec.computational_resources.gpu_resource,
-        deployment=applied.get(("Deployment", name)),
-        pods=stable_pods,
-        canary_deployment=canary,
-        canary_pods=canary_pods if canary is not None else [],
-        canary_replicas=decision.replicas.canary if canary is not None and decision.replicas else 0,
-        reconcile_error="; ".join(errors) or None,
-        model_note="; ".join(filter(None, notes)) or None,
-        model_version=spec.model_version,
-        monitoring=children.monitoring,
-        # Nulls included: the merge patch removes what this state no longer has.
-        rollout=decision.status.model_dump(mode="json", by_alias=True) if decision.status else None,
-        history=_history(previous, decision, spec, live, children),
-        **common,
-    )
-    result = _write_status(ctx, body, previous, observation, decision)
-    if decision.override_handled and result != "gone":
-        _clear_override(ctx, body)
-    return Outcome(result, decision.requeue_after)
 
 
 def _controlled(ctx: Context, owner: Owner, name: str) -> dict[str, Any] | None:
@@ -238,7 +280,8 @@ def _rollout(
     stored = (body.get("status") or {}).get("rollout")
     previous = api.RolloutStatus.model_validate(stored) if stored else None
     exact = spec.rollout.gateway is not None and settings.gateway_api
-    facts = facts_from(spec, stable_built, live, previous, override_of(body), exact)
+    autoscaled = children.autoscaling is not None and children.autoscaling.kind is not None
+    facts = facts_from(spec, stable_built, live, previous, override_of(body), exact, autoscaled)
     now = datetime.now(UTC)
     decision = advance(previous, facts, now)
     if decision.analyse and decision.status is not None:
@@ -254,7 +297,7 @@ def _rollout(
             end.timestamp(),
         )
         decision = advance(previous, facts, now, verdict.record(rfc3339(now)))
-    return arrange(owner, spec, children, decision, live, exact), decision
+    return arrange(owner, spec, children, decision, live, exact, autoscaled), decision
 
 
 def _history(
@@ -301,7 +344,29 @@ def _clear_override(ctx: Context, body: dict[str, Any]) -> None:
     ctx.cache.record(updated)
 
 
-def _apply(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
+def _apply_autoscaled(
+    ctx: Context, obj: dict[str, Any], spec: api.MLModelDeploymentSpec
+) -> dict[str, Any]:
+    """Apply the model Deployment of an autoscaled model, which leaves `replicas` to the
+    autoscaler. A new Deployment is created at its starting size (a Deployment created without
+    one would have 1); one whose count the operator still owns is handed over first, so that the
+    count stays what it is (see autoscaling.replicas_handover)."""
+    meta = obj["metadata"]
+    cached = ctx.cache.get("Deployment", meta["namespace"], meta["name"])
+    if cached is None:
+        start = {**obj, "spec": {**obj["spec"], "replicas": starting_replicas(spec)}}
+        return _apply(ctx, start)
+    if FIELD_MANAGER in cached.get("replicasManagers", []) and controller_uid(
+        cached
+    ) == controller_uid(obj):
+        ctx.cache.record(
+            ctx.kube.apply(replicas_handover(cached), field_manager=HANDOVER_MANAGER, force=False)
+        )
+        return _apply(ctx, obj, always=True)
+    return _apply(ctx, obj)
+
+
+def _apply(ctx: Context, obj: dict[str, Any], always: bool = False) -> dict[str, Any]:
     """Server-side apply `obj` unless the cached object already matches it; the object as the
     API server has it (or as the cache does, when nothing was sent). Raises NotControlled when an
     object of that name exists with another controller, or none: it belongs to someone else."""
@@ -313,7 +378,7 @@ def _apply(ctx: Context, obj: dict[str, Any]) -> dict[str, Any]:
             f"{desired['kind']} {meta['name']} exists and is not controlled by this "
             f"{api.KIND}: rename or delete it"
         )
-    if cached is not None and covers(cached, desired):
+    if cached is not None and not always and covers(cached, desired):
         return cached
     applied = ctx.kube.apply(desired)
     ctx.cache.record(applied)

@@ -10,21 +10,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlmodel_operator.builders import MonitoringSetup
+from mlmodel_operator.builders import AutoscalingPlan, MonitoringSetup
 from mlmodel_operator.builders.fetch import FETCH_CONTAINER
 from mlmodel_operator.builders.meta import VERSION_LABEL
+from mlmodel_operator.scaling import scaling_verdict
 
 READY, PROGRESSING, AVAILABLE, SCHEDULED = "Ready", "Progressing", "Available", "Scheduled"
 MONITORING_READY = "MonitoringReady"
 # kstatus' standard conditions (Flux reads them): Reconciling while the spec is not yet realised,
 # Stalled while it cannot be without someone's help. "Abnormal-true": False when all is well.
 RECONCILING, STALLED = "Reconciling", "Stalled"
+SCALING = "Scaling"
 CONDITION_TYPES = (
     READY,
     PROGRESSING,
     AVAILABLE,
     SCHEDULED,
     MONITORING_READY,
+    SCALING,
     RECONCILING,
     STALLED,
 )
@@ -58,6 +61,9 @@ class Observation:
     canary_replicas: int = 0
     rollout: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    # spec.autoscaling as set up (None: off), and the autoscaler as the cache has it.
+    autoscaling: AutoscalingPlan | None = None
+    autoscaler: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -444,6 +450,8 @@ def compute_status(obs: Observation, previous: dict[str, Any], now: str) -> dict
     if obs.invalid_spec is None and obs.reconcile_error is None:
         phase, conditions = with_rollout(obs, phase, conditions)
     conditions[MONITORING_READY] = monitoring_condition(obs.monitoring)
+    if obs.autoscaling is not None:
+        conditions[SCALING] = Cond(*scaling_verdict(obs.autoscaling, obs.autoscaler))
     conditions.update(kstatus_conditions(phase, conditions[READY]))
     deployments = [d for d in (obs.deployment, obs.canary_deployment) if d]
     counts = {

@@ -139,3 +139,24 @@ def test_every_rule_is_in_the_crd_with_its_message() -> None:
     ]
     by_rule = lambda r: r["rule"]  # noqa: E731
     assert sorted(crd_rules, key=by_rule) == sorted(model_rules, key=by_rule)
+
+
+def test_autoscaling_is_optional_with_defaults() -> None:
+    plain = api.MLModelDeployment.model_validate(manifest(model_type="sklearn"))
+    assert plain.spec.autoscaling is None
+    scaling = api.MLModelDeployment.model_validate(
+        manifest(model_type="sklearn", autoscaling={"max_replicas": 8, "target": 4})
+    ).spec.autoscaling
+    assert scaling is not None
+    assert (scaling.min_replicas, scaling.metric, scaling.scale_down_delay_seconds) == (
+        1,
+        "concurrency",
+        300,
+    )
+
+
+def test_autoscaling_to_zero_is_admitted() -> None:
+    # Whether KEDA is installed is known only to the operator, which says so in status.
+    scaling = {"min_replicas": 0, "max_replicas": 2, "target": 1.5}
+    body = manifest(model_type="sklearn", autoscaling=scaling)
+    assert api.MLModelDeployment.model_validate(body).spec.autoscaling.min_replicas == 0

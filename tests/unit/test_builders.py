@@ -241,6 +241,7 @@ def test_monitoring_off_means_no_sidecar_and_configmap_absent() -> None:
         ("ConfigMap", "m-monitor"),
         ("HTTPRoute", "m"),  # no Gateway named
         ("NetworkPolicy", "m"),  # the option is off
+        ("HorizontalPodAutoscaler", "m"),  # autoscaling is off
     ]
     deployment = built.apply[0]
     assert [c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]] == [
@@ -292,7 +293,14 @@ def test_prometheus_operator_objects_only_where_the_api_exists() -> None:
         monitoring={"performance_tracking": "disabled", "drift_detection": "inactive"},
     )
     absent = {r.kind for r in build_children(OWNER, quiet, with_operator).absent}
-    assert absent == {"ConfigMap", "ServiceMonitor", "PrometheusRule", "NetworkPolicy", "HTTPRoute"}
+    assert absent == {
+        "ConfigMap",
+        "ServiceMonitor",
+        "PrometheusRule",
+        "NetworkPolicy",
+        "HorizontalPodAutoscaler",
+        "HTTPRoute",
+    }
 
 
 def test_alert_rules_follow_the_spec() -> None:

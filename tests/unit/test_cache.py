@@ -6,7 +6,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from mlmodel_operator.cache import PROMETHEUS_OPERATOR, Cache, child_view, pod_view
+from mlmodel_operator.cache import (
+    CUSTOM_METRICS,
+    KEDA,
+    PROMETHEUS_OPERATOR,
+    Cache,
+    child_view,
+    pod_view,
+)
 from mlmodel_operator.status import failed_init_containers
 
 INSTANCE = "app.kubernetes.io/instance"
@@ -220,3 +227,60 @@ def test_objects_that_are_not_the_operators_are_kept_as_name_and_controller() ->
     cached = cache.get("Deployment", "ns", "m")
     assert "spec" not in cached and "status" not in cached
     assert cached["metadata"]["ownerReferences"] == [{"uid": "x", "controller": True}]
+
+
+def test_deployment_view_names_the_managers_of_its_replica_count() -> None:
+    body = deployment()
+    body["metadata"]["managedFields"] = [
+        {"manager": "mlmodel-operator", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+        {"manager": "kube-controller-manager", "fieldsV1": {"f:status": {"f:replicas": {}}}},
+    ]
+    assert child_view(body)["replicasManagers"] == ["mlmodel-operator"]
+
+
+def test_autoscaler_view_keeps_counts_and_conditions_only() -> None:
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "m", "namespace": "ns", "labels": {INSTANCE: "m"}},
+        "spec": {"maxReplicas": 3},
+        "status": {
+            "currentReplicas": 2,
+            "desiredReplicas": 3,
+            "lastScaleTime": "t",
+            "currentMetrics": [{"type": "Resource"}],
+            "conditions": [
+                {
+                    "type": "ScalingActive",
+                    "status": "False",
+                    "reason": "FailedGetResourceMetric",
+                    "message": "no metrics",
+                    "lastTransitionTime": "t",
+                }
+            ],
+        },
+    }
+    assert child_view(hpa)["status"] == {
+        "currentReplicas": 2,
+        "desiredReplicas": 3,
+        "conditions": [
+            {
+                "type": "ScalingActive",
+                "status": "False",
+                "reason": "FailedGetResourceMetric",
+                "message": "no metrics",
+            }
+        ],
+    }
+
+
+def test_keda_and_the_custom_metrics_api_are_optional_apis() -> None:
+    cache = Cache()
+    cache.observe_crd("scaledobjects.keda.sh", {"v1alpha1"})
+    assert cache.served_apis() == {KEDA} and cache.claim_api_change()
+    cache.observe_api_service("v1beta1.custom.metrics.k8s.io", False)
+    assert not cache.claim_api_change()
+    cache.observe_api_service("v1beta1.custom.metrics.k8s.io", True)
+    assert cache.served_apis() == {KEDA, CUSTOM_METRICS} and cache.claim_api_change()
+    cache.observe_api_service("v1beta1.custom.metrics.k8s.io", False)
+    assert cache.served_apis() == {KEDA}

@@ -182,7 +182,7 @@ def test_watched_namespaces_get_roles_and_nothing_namespaced_cluster_wide() -> N
     bindings = [d for d in docs if d["kind"] == "RoleBinding"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     cluster_wide = {t[1] for t in rules(one(docs, "ClusterRole"))}
-    assert cluster_wide == {"customresourcedefinitions", "namespaces"}
+    assert cluster_wide == {"customresourcedefinitions", "namespaces", "apiservices"}
     peerings = [d for d in docs if d["kind"] == "KopfPeering"]
     assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
 
@@ -300,3 +300,15 @@ def test_rbac_grants_what_the_reconcile_does_to_every_child_kind() -> None:
         for verb in ("get", "list", "watch", "create", "patch", "delete"):
             assert (group, _PLURALS[kind], verb) in granted, (kind, verb)
     assert ("machine-learning.org", "mlmodeldeployments", "patch") in granted
+
+
+def test_autoscalers_are_granted_keda_only_if_asked() -> None:
+    granted = rules(one(render(), "ClusterRole"))
+    for verb in ("list", "watch", "create", "patch", "delete"):
+        assert ("autoscaling", "horizontalpodautoscalers", verb) in granted
+        assert ("keda.sh", "scaledobjects", verb) in granted
+    # Read-only, and cluster-scoped: whether the custom metrics API is served.
+    assert ("apiregistration.k8s.io", "apiservices", "watch") in granted
+    assert not [t for t in granted if t[1] == "apiservices" and t[2] not in ("list", "watch")]
+    no_keda = rules(one(render("--set", "rbac.keda=false"), "ClusterRole"))
+    assert not [t for t in no_keda if t[0] == "keda.sh"]

@@ -10,7 +10,7 @@ import pytest
 
 from mlmodel_operator import api
 from mlmodel_operator.rollout.machine import Decision, Facts, advance, rfc3339
-from mlmodel_operator.rollout.split import Split, promotion, split
+from mlmodel_operator.rollout.split import Split, beside, promotion, split
 
 pytestmark = pytest.mark.unit
 
@@ -356,3 +356,27 @@ def test_overrides_that_do_not_apply_are_handled_and_said(
     assert "RolloutOverrideIgnored" in reasons(decision)
     if previous.phase == P.Promoting:
         assert decision.status is not None and decision.status.phase == P.Promoting
+
+
+@pytest.mark.parametrize(
+    ("stable", "weight", "expected"),
+    [
+        (9, 10, Split(9, 1)),
+        (4, 50, Split(4, 4)),
+        (4, 25, Split(4, 1)),
+        (4, 75, Split(4, 4)),  # at most as many as the stable: half the pods
+        (4, 100, Split(4, 4)),
+        (0, 10, Split(0, 1)),
+    ],
+)
+def test_beside_an_autoscaler_the_canary_is_added_and_the_stable_left_alone(
+    stable: int, weight: int, expected: Split
+) -> None:
+    assert beside(stable, weight) == expected
+
+
+def test_an_autoscaled_canary_never_sizes_the_stable() -> None:
+    started = advance(None, facts(autoscaled=True, replicas=9), NOW)
+    assert started.replicas == Split(9, 1)
+    promoting = advance(status(P.Promoting, 3), facts(autoscaled=True, gpu=True), NOW)
+    assert promoting.replicas == Split(10, 10)  # no one-at-a-time: the count is the autoscaler's

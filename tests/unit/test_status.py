@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from mlmodel_operator.builders.autoscaling import AutoscalingPlan
 from mlmodel_operator.status import (
     Observation,
     compute_status,
@@ -652,3 +653,47 @@ def test_a_failed_fetch_is_a_warning_event_with_the_fetchers_line() -> None:
     [event] = transition_events({}, status)
     assert (event.type, event.reason) == ("Warning", "ModelFetchFailed")
     assert event.message == f"generation 1: {FETCH_FAILURE}"
+
+
+KEDA_IDLE = {
+    "status": {
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "ScaledObjectReady", "message": ""},
+            {"type": "Active", "status": "False", "reason": "ScalerNotActive", "message": ""},
+        ]
+    }
+}
+
+
+def test_scaled_to_zero_by_the_autoscaler_is_ready() -> None:
+    scaled_object = AutoscalingPlan("ScaledObject")
+    observation = obs(
+        desired_replicas=0,
+        deployment=deployment(replicas=0, updated=0, ready=0, available=0),
+        autoscaling=scaled_object,
+        autoscaler=KEDA_IDLE,
+    )
+    status = compute_status(observation, {}, NOW)
+    assert status["phase"] == "Ready"
+    by_type = {c["type"]: c for c in status["conditions"]}
+    assert by_type["Ready"]["reason"] == "ScaledToZero"
+    assert (by_type["Scaling"]["status"], by_type["Scaling"]["reason"]) == ("True", "Idle")
+    assert (status["replicas"], status["readyReplicas"], status["ready"]) == (0, 0, "0/0")
+    assert "Scaling" not in {c["type"] for c in compute_status(obs(), {}, NOW)["conditions"]}
+
+
+def test_replicas_the_autoscaler_asks_for_that_find_no_gpus_are_insufficient_gpu() -> None:
+    # The autoscaler raised the Deployment from 2 to 4 replicas (the desired count is the
+    # Deployment's); 2 new pods find no GPUs.
+    phase, conditions = evaluate(
+        obs(
+            desired_replicas=4,
+            deployment=deployment(replicas=4, updated=4, ready=2, available=2),
+            pods=[pod(), pod(), *[pod(ready=False, unschedulable=GPU_MESSAGE)] * 2],
+            autoscaling=AutoscalingPlan("HorizontalPodAutoscaler"),
+        )
+    )
+    assert conditions["Scheduled"].reason == "InsufficientGPU"
+    assert conditions["Ready"].reason == "InsufficientGPU"
+    assert "2 of 4 replicas serving" in conditions["Ready"].message
+    assert phase == "Degraded"

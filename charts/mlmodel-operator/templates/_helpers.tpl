@@ -92,6 +92,17 @@ Server-side apply of an object that does not exist yet needs create as well as p
   # would go on blocking traffic), so granted either way.
   resources: ["networkpolicies"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["autoscaling"]
+  # The HorizontalPodAutoscaler of a model with spec.autoscaling (without KEDA), removed when
+  # autoscaling is turned off or KEDA takes over.
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+{{- if .Values.rbac.keda }}
+- apiGroups: ["keda.sh"]
+  # The ScaledObject of a model with spec.autoscaling when the cluster serves KEDA.
+  resources: ["scaledobjects"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+{{- end }}
 {{- if .Values.rbac.prometheusOperator }}
 - apiGroups: ["monitoring.coreos.com"]
   # Applied and removed with the model's monitoring when the cluster serves these kinds.

@@ -9,6 +9,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlmodel_operator import api
+from mlmodel_operator.builders.autoscaling import (
+    HPA_API,
+    HPA_KIND,
+    KEDA_API,
+    KEDA_KIND,
+    AutoscalingPlan,
+    build_hpa,
+    build_scaled_object,
+    plan_autoscaling,
+)
 from mlmodel_operator.builders.deployment import build_deployment, model_port
 from mlmodel_operator.builders.meta import Owner, monitor_config_name
 from mlmodel_operator.builders.monitor import (
@@ -24,6 +34,7 @@ from mlmodel_operator.hashing import content_hash
 from mlmodel_operator.runtimes import Runtime, runtime_for
 
 __all__ = [
+    "AutoscalingPlan",
     "BuildSettings",
     "Children",
     "MonitoringSetup",
@@ -57,6 +68,10 @@ class BuildSettings:
     prometheus_url: str | None = None
     # Whether the cluster serves the Gateway API's HTTPRoutes (gateway.networking.k8s.io/v1).
     gateway_api: bool = False
+    # Whether the cluster serves KEDA's keda.sh/v1alpha1 ScaledObject, and the custom metrics
+    # API (custom.metrics.k8s.io, e.g. prometheus-adapter) for a HorizontalPodAutoscaler.
+    keda: bool = False
+    custom_metrics: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,8 @@ class Children:
     apply: list[dict[str, Any]]
     absent: list[ObjectRef]
     monitoring: MonitoringSetup
+    # spec.autoscaling as set up here; None: autoscaling is off.
+    autoscaling: AutoscalingPlan | None = None
 
 
 def build_children(
@@ -104,6 +121,15 @@ def build_children(
             progress_deadline_seconds=settings.progress_deadline_seconds,
         )
     )
+    plan = plan_autoscaling(
+        spec,
+        keda=settings.keda,
+        custom_metrics=settings.custom_metrics,
+        prometheus_url=settings.prometheus_url,
+    )
+    if plan is not None and plan.kind is not None:
+        # The autoscaler owns the replica count (see autoscaling.replicas_handover).
+        del children[-1]["spec"]["replicas"]
     service = build_service(owner, spec, runtime, monitored=monitor is not None)
     children.append(service)
     gateway = spec.rollout.gateway
@@ -127,10 +153,21 @@ def build_children(
                 ObjectRef(o["apiVersion"], o["kind"], owner.namespace, owner.name)
                 for o in prometheus
             ]
+    autoscalers = {HPA_KIND: HPA_API, KEDA_KIND: KEDA_API} if settings.keda else {HPA_KIND: HPA_API}
+    kind = plan.kind if plan is not None else None
+    if kind == HPA_KIND:
+        children.append(build_hpa(owner, spec))
+    elif kind == KEDA_KIND:
+        children.append(build_scaled_object(owner, spec, settings.prometheus_url))
+    absent += [
+        ObjectRef(api_version, other, owner.namespace, owner.name)
+        for other, api_version in autoscalers.items()
+        if other != kind
+    ]
     drift = spec.monitoring.drift_detection == "active"
     setup = MonitoringSetup(
         sidecar=monitor is not None,
         prometheus_operator=settings.prometheus_operator,
         drift_reference=(spec.monitoring.drift.reference_uri or "") if drift else None,
     )
-    return Children(apply=children, absent=absent, monitoring=setup)
+    return Children(apply=children, absent=absent, monitoring=setup, autoscaling=plan)

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from mlmodel_operator import api
-from mlmodel_operator.rollout.split import Split, promotion, split
+from mlmodel_operator.rollout.split import Split, beside, promotion, split
 
 Phase = api.RolloutPhase
 ACTIVE = (Phase.Progressing, Phase.Paused, Phase.Promoting)
@@ -52,6 +52,7 @@ class Facts:
     promotion_done: bool  # the stable Deployment is rolled out with the promoted template
     gpu: bool = False
     exact_split: bool = False  # a Gateway splits by weight; else the pods' share is the weight
+    autoscaled: bool = False  # an autoscaler owns the stable count (`replicas` is the live one)
     override: str | None = None  # the machine-learning.org/rollout annotation
 
 
@@ -204,16 +205,19 @@ def _start(run: _Run, stable_version: str | None) -> Decision:
     return _at_step(run, status)
 
 
-def step_replicas(steps: tuple[int, ...], replicas: int, step: int) -> Split:
+def step_replicas(
+    steps: tuple[int, ...], replicas: int, step: int, autoscaled: bool = False
+) -> Split:
     """Replicas of each side at step `step` (from 1)."""
-    return split(replicas, steps[min(step, len(steps)) - 1])
+    weight = steps[min(step, len(steps)) - 1]
+    return beside(replicas, weight) if autoscaled else split(replicas, weight)
 
 
 def _at_step(run: _Run, status: api.RolloutStatus, requeue: float | None = None) -> Decision:
     """Run the canary at the status' step, the stable keeping its template."""
     facts = run.facts
     weight = facts.steps[(status.step or 1) - 1]
-    replicas = step_replicas(facts.steps, facts.replicas, status.step or 1)
+    replicas = step_replicas(facts.steps, facts.replicas, status.step or 1, facts.autoscaled)
     shown = weight if facts.exact_split else replicas.canary_share
     return run.decide(
         _with(status, weight=shown),
@@ -375,7 +379,9 @@ def _promoting(run: _Run, status: api.RolloutStatus) -> Decision:
             message=message,
         )
         return run.decide(promoted, stable="canary")
-    replicas = promotion(facts.replicas, facts.stable_new_ready, facts.gpu)
+    # With an autoscaler the operator does not size the stable Deployment, so it cannot grow
+    # it one pod at a time: the canary only gives up a pod for each new stable one ready.
+    replicas = promotion(facts.replicas, facts.stable_new_ready, facts.gpu and not facts.autoscaled)
     status = _with(status, weight=replicas.canary_share)
     # Spec changes wait until the promotion ends: the canary's template is what gets promoted.
     return run.decide(status, stable="canary", canary="canary", replicas=replicas)

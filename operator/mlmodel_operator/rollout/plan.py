@@ -61,13 +61,17 @@ def facts_from(
     previous: api.RolloutStatus | None,
     override: str | None,
     exact_split: bool,
+    autoscaled: bool = False,
 ) -> Facts:
     rollout = spec.rollout
     steps = tuple(rollout.steps)
     replicas = spec.replicas
+    if autoscaled and live.stable is not None:
+        # The autoscaler's count: the canary is sized beside it.
+        replicas = live.stable["spec"].get("replicas", replicas)
     canary_ready = False
     if previous is not None and previous.step and previous.canary_revision:
-        expected = step_replicas(steps, replicas, previous.step)
+        expected = step_replicas(steps, replicas, previous.step, autoscaled)
         canary_ready = rolled_out(
             live.canary, expected.canary, previous.canary_revision
         ) and _settled(live.stable, expected.stable)
@@ -92,6 +96,7 @@ def facts_from(
         promotion_done=rolled_out(live.stable, replicas, promoted_revision),
         gpu=spec.computational_resources.gpu_allocation > 0,
         exact_split=exact_split,
+        autoscaled=autoscaled,
         override=override,
     )
 
@@ -116,6 +121,7 @@ def arrange(
     decision: Decision,
     live: Live,
     gateway: bool,
+    autoscaled: bool = False,
 ) -> Children:
     """The children to apply and to delete, as the decision has them: the stable Deployment with
     the template it keeps or takes, the canary Deployment or its deletion, and with a Gateway the
@@ -131,7 +137,8 @@ def arrange(
         if kind == "Deployment" and name == owner.name:
             spec_built = with_revision(obj, spec_revision(obj))
             source = sources.get(decision.stable)
-            stable_replicas = replicas.stable if replicas is not None else None
+            # An autoscaler's count is its own: never applied.
+            stable_replicas = replicas.stable if replicas is not None and not autoscaled else None
             if source is not None:
                 stable = with_template(spec_built, source, stable_replicas)
             else:
