@@ -361,3 +361,33 @@ def test_with_a_gateway_the_split_is_exact_through_an_httproute(
     assert canary_svc.spec.selector["machine-learning.org/track"] == "canary"
     obj = wait_rollout(models, lambda o: rollout(o).get("phase") == "Paused", "inconclusive")
     assert rollout(obj)["weight"] == 25  # exact: the route's weight, not the pods' share
+
+
+@pytest.mark.no_prometheus
+def test_beside_an_autoscaler_the_canary_is_added_and_the_stable_count_left_to_it(
+    models: Models,
+) -> None:
+    """The HPA (the real controller) owns the stable count; the canary is sized from it and the
+    operator never writes the stable Deployment's replicas."""
+    body = manifest("v1")
+    body["spec"]["replicas"] = 3
+    body["spec"]["computational_resources"] = {"cpu": "500m"}
+    body["spec"]["autoscaling"] = {"min_replicas": 2, "max_replicas": 6, "metric": "cpu",
+                                   "target": 60}  # fmt: skip
+    models.create(body)
+    models.wait_ready(NAME)
+    # As the HPA would: through the scale subresource.
+    models.apps.patch_namespaced_deployment_scale(NAME, models.namespace, {"spec": {"replicas": 3}})
+    models.patch_spec({"model_version": "v2"}, NAME)
+    wait_until(
+        lambda: canary_exists(models) and models.deployment(NAME + "-canary").spec.replicas == 1,
+        what="a canary of one replica beside three (25%)",
+    )
+    stable = models.apps.read_namespaced_deployment(NAME, models.namespace)
+    assert stable.spec.replicas == 3
+    owners = {
+        entry.manager
+        for entry in stable.metadata.managed_fields
+        if "f:replicas" in (entry.fields_v1 or {}).get("f:spec", {})
+    }
+    assert "mlmodel-operator" not in owners, owners

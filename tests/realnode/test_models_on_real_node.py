@@ -343,10 +343,11 @@ def test_a_canary_runs_real_pods_each_labelled_with_its_version_then_is_promoted
 
     wait_until(promoted, what="the promotion", timeout=300)
     model = models.wait_ready(name, timeout=300)
+    core = client.CoreV1Api(cluster.api)
     wait_until(
-        lambda: len(pod_metrics(cluster, models.namespace, instance)) == 2,
-        what="the canary pod to be gone",
-        timeout=120,
+        lambda: len(core.list_namespaced_pod(models.namespace, label_selector=instance).items) == 2,
+        what="the canary's and the old stable pods to be gone",
+        timeout=180,
     )
     for metrics in pod_metrics(cluster, models.namespace, instance):
         assert 'version="v2"' in metrics and 'version="v1"' not in metrics
