@@ -26,8 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from mlmodel_operator import api, metrics
-from mlmodel_operator.analysis import analyse
-from mlmodel_operator.builders import BuildSettings, Children, ObjectRef, Owner, build_children
+from mlmodel_operator.builders import BuildSettings, ObjectRef, Owner, build_children
 from mlmodel_operator.builders.autoscaling import (
     HANDOVER_MANAGER,
     HPA_KIND,
@@ -35,7 +34,7 @@ from mlmodel_operator.builders.autoscaling import (
     replicas_handover,
     starting_replicas,
 )
-from mlmodel_operator.builders.canary import CANARY_SUFFIX, revision_of, template_revision
+from mlmodel_operator.builders.canary import CANARY_SUFFIX
 from mlmodel_operator.builders.deployment import no_model_note
 from mlmodel_operator.builders.meta import controller_uid, selector_string
 from mlmodel_operator.builders.service import endpoint
@@ -50,14 +49,9 @@ from mlmodel_operator.cache import (
 from mlmodel_operator.compare import covers, with_hash
 from mlmodel_operator.events import EventRecorder
 from mlmodel_operator.kube import FIELD_MANAGER, Kube, describe_error, is_transient, retry_after
-from mlmodel_operator.rollout.machine import (
-    OVERRIDE_ANNOTATION,
-    Decision,
-    advance,
-    rfc3339,
-    window_end,
-)
-from mlmodel_operator.rollout.plan import Live, arrange, facts_from, override_of, split_pods
+from mlmodel_operator.rollout.machine import OVERRIDE_ANNOTATION, Decision
+from mlmodel_operator.rollout.plan import Live, override_of, split_pods
+from mlmodel_operator.rollout.step import history, next_step
 from mlmodel_operator.runtimes import runtime_for
 from mlmodel_operator.status import Observation, compute_status, transition_events
 from mlmodel_operator.workqueue import Retry
@@ -172,8 +166,8 @@ def reconcile_once(ctx: Context, namespace: str, name: str) -> Outcome:
     live = Live(
         stable=_controlled(ctx, owner, name), canary=_controlled(ctx, owner, name + CANARY_SUFFIX)
     )
-    children, decision = _rollout(
-        ctx, owner, spec, build_children(owner, spec, settings), body, live, settings
+    children, decision = next_step(
+        owner, spec, build_children(owner, spec, settings), body, live, settings
     )
     if not previous:
         created = ", ".join(f"{o['kind']} {o['metadata']['name']}" for o in children.apply)
@@ -233,7 +227,7 @@ def reconcile_once(ctx: Context, namespace: str, name: str) -> Outcome:
         autoscaler=autoscaler,
         # Nulls included: the merge patch removes what this state no longer has.
         rollout=decision.status.model_dump(mode="json", by_alias=True) if decision.status else None,
-        history=_history(previous, decision, spec, live, children),
+        history=history(previous, decision, spec, live, children, now_rfc3339()),
         **common,
     )
     result = _write_status(ctx, body, previous, observation, decision)
@@ -263,70 +257,6 @@ def _controlled(ctx: Context, owner: Owner, name: str) -> dict[str, Any] | None:
     """The cached Deployment of that name if this resource controls it."""
     cached = ctx.cache.get("Deployment", owner.namespace, name)
     return cached if cached is not None and controller_uid(cached) == owner.uid else None
-
-
-def _rollout(
-    ctx: Context,
-    owner: Owner,
-    spec: api.MLModelDeploymentSpec,
-    children: Children,
-    body: dict[str, Any],
-    live: Live,
-    settings: BuildSettings,
-) -> tuple[Children, Decision]:
-    """The rollout's next state, and the children as it arranges them (which template each
-    Deployment runs, with how many replicas; a Gateway's weights)."""
-    stable_built = next(o for o in children.apply if o["kind"] == "Deployment")
-    stored = (body.get("status") or {}).get("rollout")
-    previous = api.RolloutStatus.model_validate(stored) if stored else None
-    exact = spec.rollout.gateway is not None and settings.gateway_api
-    autoscaled = children.autoscaling is not None and children.autoscaling.kind is not None
-    facts = facts_from(spec, stable_built, live, previous, override_of(body), exact, autoscaled)
-    now = datetime.now(UTC)
-    decision = advance(previous, facts, now)
-    if decision.analyse and decision.status is not None:
-        status = decision.status
-        end = window_end(status, facts) or now
-        verdict = analyse(
-            settings.prometheus_url,
-            owner.namespace,
-            owner.name,
-            status.canary_version or "",
-            status.stable_version,
-            spec.rollout.analysis,
-            end.timestamp(),
-        )
-        decision = advance(previous, facts, now, verdict.record(rfc3339(now)))
-    return arrange(owner, spec, children, decision, live, exact, autoscaled), decision
-
-
-def _history(
-    previous: dict[str, Any],
-    decision: Decision,
-    spec: api.MLModelDeploymentSpec,
-    live: Live,
-    children: Children,
-) -> list[dict[str, Any]]:
-    """status.history: revisions that ended in this reconcile, then the earlier ones. A rolling
-    update (the stable Deployment takes a new revision of the spec) is one too."""
-    entries = [
-        r.model_dump(mode="json", by_alias=True, exclude_none=True) for r in decision.history
-    ]
-    stable = next(o for o in children.apply if o["kind"] == "Deployment")
-    revision = revision_of(stable) or template_revision(stable)
-    if (
-        decision.stable == "spec"
-        and decision.canary is None
-        and revision_of(live.stable) != revision
-    ):
-        deployed = api.Revision(
-            version=spec.model_version,
-            pod_template_hash=revision,
-            outcome="Deployed",
-            time=now_rfc3339(),
-        )
-        entries.append(deployed.model_dump(mode="json", by_alias=True, exclude_none=True))
-    return (entries + list(previous.get("history") or []))[: api.MAX_HISTORY]
 
 
 def _clear_override(ctx: Context, body: dict[str, Any]) -> None:
