@@ -344,3 +344,21 @@ def test_every_kind_a_canary_can_need_has_an_api_path() -> None:
         assert resource_path(obj["apiVersion"], obj["kind"], "ns", obj["metadata"]["name"])
     for ref in built.absent:
         assert resource_path(ref.api_version, ref.kind, "ns", ref.name)
+
+
+@pytest.mark.parametrize(
+    ("rollout", "interval"),
+    [
+        ({}, "30s"),
+        ({"strategy": "canary", "analysis": {"interval_seconds": 300}}, "30s"),
+        ({"strategy": "canary", "analysis": {"interval_seconds": 60}}, "15s"),
+        ({"strategy": "canary", "analysis": {"interval_seconds": 5}}, "5s"),
+    ],
+)
+def test_the_service_monitor_scrapes_each_canary_window_at_least_four_times(
+    rollout: dict[str, Any], interval: str
+) -> None:
+    from mlmodel_operator.builders.prometheus import build_service_monitor
+
+    monitor = build_service_monitor(OWNER, spec(rollout=rollout))
+    assert monitor["spec"]["endpoints"][0]["interval"] == interval

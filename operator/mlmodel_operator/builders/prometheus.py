@@ -18,6 +18,20 @@ from mlmodel_operator.builders.meta import (
 PROMETHEUS_API = "monitoring.coreos.com/v1"
 
 
+DEFAULT_SCRAPE_SECONDS = 30
+MIN_SCRAPE_SECONDS = 5
+
+
+def scrape_interval(spec: api.MLModelDeploymentSpec) -> str:
+    """Every 30 s; under a canary, often enough that each step's window holds at least four
+    samples (increase() over fewer is a rough estimate), and never more often than every 5 s."""
+    seconds = DEFAULT_SCRAPE_SECONDS
+    if spec.rollout.strategy == api.RolloutStrategy.canary:
+        window = spec.rollout.analysis.interval_seconds
+        seconds = max(MIN_SCRAPE_SECONDS, min(seconds, window // 4))
+    return f"{seconds}s"
+
+
 def build_service_monitor(owner: Owner, spec: api.MLModelDeploymentSpec) -> dict[str, Any]:
     return {
         "apiVersion": PROMETHEUS_API,
@@ -27,7 +41,9 @@ def build_service_monitor(owner: Owner, spec: api.MLModelDeploymentSpec) -> dict
             # The model Service only, not a route's backend Services for the same pods.
             "selector": {"matchLabels": {**selector_labels(owner), COMPONENT_LABEL: MODEL_SERVER}},
             "namespaceSelector": {"matchNames": [owner.namespace]},
-            "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "30s"}],
+            "endpoints": [
+                {"port": "metrics", "path": "/metrics", "interval": scrape_interval(spec)}
+            ],
         },
     }
 
