@@ -380,3 +380,28 @@ def test_an_autoscaled_canary_never_sizes_the_stable() -> None:
     assert started.replicas == Split(9, 1)
     promoting = advance(status(P.Promoting, 3), facts(autoscaled=True, gpu=True), NOW)
     assert promoting.replicas == Split(10, 10)  # no one-at-a-time: the count is the autoscaler's
+
+
+@pytest.mark.parametrize("result", list(R))
+@pytest.mark.parametrize(
+    "previous",
+    [
+        api.RolloutStatus(phase=P.Idle, stable_version="v2"),
+        api.RolloutStatus(phase=P.Promoted, stable_version="v2"),
+        status(P.Promoting, 3),
+        status(P.RolledBack, 2),
+        status(P.Progressing, 2, started=NOW),  # its window has not ended
+    ],
+    ids=["Idle", "Promoted", "Promoting", "RolledBack", "Progressing-early"],
+)
+def test_a_verdict_outside_a_due_step_changes_nothing(
+    previous: api.RolloutStatus, result: R
+) -> None:
+    same = (
+        {"spec_version": "v2", "stable_version": "v2"}
+        if previous.phase in (P.Idle, P.Promoted)
+        else {}
+    )
+    without = advance(previous, facts(**same), NOW)
+    with_verdict = advance(previous, facts(**same), NOW, verdict(result))
+    assert with_verdict == without
