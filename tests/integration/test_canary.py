@@ -127,6 +127,10 @@ def canary_exists(models: Models) -> bool:
     return True
 
 
+def wait_canary_removed(models: Models) -> None:
+    wait_until(lambda: not canary_exists(models), what="the canary Deployment to be removed")
+
+
 def start_v1(models: Models) -> str:
     """v1 created and Ready; the stable Deployment's pod template, for later comparison."""
     models.create(manifest("v1"))
@@ -173,7 +177,7 @@ def test_a_healthy_canary_is_promoted_through_every_step(
     assert rollout(obj)["stableVersion"] == "v2"
     assert rollout(obj)["lastAnalysis"]["result"] == "Pass"
     assert deployment_version(models) == "v2"
-    wait_until(lambda: not canary_exists(models), what="the canary Deployment to be removed")
+    wait_canary_removed(models)
     obj = models.wait_ready(NAME)
     wait_until(lambda: models.get(NAME)["status"]["modelVersion"] == "v2", what="v2 alone")
     history = models.get(NAME)["status"]["history"]
@@ -207,7 +211,7 @@ def test_a_bad_canary_is_rolled_back_naming_the_metric(
     assert ready["reason"] == "RolledBack" and metric in ready["message"], ready
     assert metric in rollout(obj)["lastAnalysis"]["message"]
     assert rollout(obj)["lastAnalysis"]["result"] == "Fail"
-    wait_until(lambda: not canary_exists(models), what="the canary Deployment to be removed")
+    wait_canary_removed(models)
     # The stable version was never touched.
     stable = models.deployment(NAME)
     assert stable.metadata.annotations["machine-learning.org/revision"] == stable_revision
@@ -289,7 +293,7 @@ def test_overrides_abort_retry_and_promote_act_once(models: Models) -> None:
     wait_rollout(models, lambda o: rollout(o).get("phase") == "RolledBack", "the abort")
     wait_until(handled, what="the annotation to be removed")
     assert models.get(NAME)["status"]["history"][0]["outcome"] == "Aborted"
-    wait_until(lambda: not canary_exists(models), what="the canary Deployment to be removed")
+    wait_canary_removed(models)
 
     annotate("retry")
     wait_rollout(models, lambda o: rollout(o).get("phase") in ("Progressing", "Paused"), "retry")
@@ -316,7 +320,7 @@ def test_a_spec_change_restarts_and_the_stable_version_ends_the_canary(models: M
     assert obj["status"]["history"][0]["outcome"] == "Superseded"
     models.patch_spec({"model_version": "v1"}, NAME)
     obj = wait_rollout(models, lambda o: rollout(o).get("phase") == "Idle", "the canary to end")
-    wait_until(lambda: not canary_exists(models), what="the canary Deployment to be removed")
+    wait_canary_removed(models)
     assert obj["status"]["history"][0]["outcome"] == "Aborted"
     models.wait_ready(NAME)
 

@@ -232,6 +232,13 @@ def _at_step(run: _Run, status: api.RolloutStatus, requeue: float | None = None)
 def _active(run: _Run, previous: api.RolloutStatus, verdict: api.AnalysisRecord | None) -> Decision:
     facts = run.facts
     if previous.phase == Phase.Promoting:
+        if facts.override is not None:
+            run.note(
+                "Normal",
+                "RolloutOverrideIgnored",
+                f"{facts.override} ignored: the promotion of {_label(previous.canary_version)} "
+                "is under way",
+            )
         return _promoting(run, previous)
     if not _wanted(facts, previous.stable_version):
         why = (
@@ -361,13 +368,6 @@ def _begin_promotion(run: _Run, status: api.RolloutStatus) -> Decision:
 
 def _promoting(run: _Run, status: api.RolloutStatus) -> Decision:
     facts = run.facts
-    if facts.override is not None and status.phase == Phase.Promoting and run.notes == []:
-        run.note(
-            "Normal",
-            "RolloutOverrideIgnored",
-            f"{facts.override} ignored: the promotion of {_label(status.canary_version)} is "
-            "under way",
-        )
     if facts.promotion_done:
         run.ended(status, "Promoted")
         message = f"{_label(status.canary_version)} promoted: it serves all traffic"
