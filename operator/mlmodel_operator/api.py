@@ -280,6 +280,14 @@ class DriftSettings(CRDModel):
         "total variation distance for categories), so large windows do not flag negligible "
         "shifts.",
     )
+    max_features: StrictInt = Field(
+        64,
+        ge=1,
+        le=1024,
+        description="Features watched per direction: the first max_features inputs and, apart, "
+        "the first max_features outputs, in payload order (tensor by tensor, then position in "
+        "a row). Values past them are not read.",
+    )
 
 
 class PerformanceTracking(StrEnum):
@@ -322,6 +330,12 @@ class Monitoring(CRDModel):
     alerts: AlertThresholds = Field(
         default_factory=AlertThresholds,  # type: ignore[arg-type]
         description="Alert thresholds for the PrometheusRule created with the Prometheus Operator.",
+    )
+    sidecar_cpu: Annotated[str, Field(max_length=32, pattern=CPU_PATTERN)] = Field(
+        "50m",
+        description="CPU requested by the monitoring sidecar (2, 0.5, 500m). Its proxy runs one "
+        "worker process per whole CPU requested (at least one, at most 64) on one port; raise "
+        "it for models that answer thousands of requests per second per replica.",
     )
 
 

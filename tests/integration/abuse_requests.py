@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -218,8 +219,39 @@ def padded(pad_bytes: int) -> bytes:
     return json.dumps({**request, "pad": "p" * pad_bytes}).encode()
 
 
-def peak_rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
+def tree_pss_bytes(pid: int) -> int:
+    """Memory of a process and its children as their container is charged for it: the sum of
+    their proportional set sizes, so that pages the children share after fork count once."""
+    total = 0
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for member in [str(pid), *children]:
+        try:
+            rollup = Path(f"/proc/{member}/smaps_rollup").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        for line in rollup.splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+class PeakMemory:
+    """The highest tree_pss_bytes seen, sampled every 20 ms in a thread while in the block."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak = pid, 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.02):
+            self.peak = max(self.peak, tree_pss_bytes(self.pid))
+
+    def __enter__(self) -> PeakMemory:
+        self.peak = tree_pss_bytes(self.pid)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import pickle
 import socket
 import sys
@@ -50,7 +51,7 @@ def model_server(tmp: Path) -> Iterator[int]:
 
 
 def start_sidecar(
-    tmp: Path, upstream_port: int, name: str, **overrides: Any
+    tmp: Path, upstream_port: int, name: str, env: dict[str, str] | None = None, **overrides: Any
 ) -> tuple[Server, dict]:
     config = {
         "model_name": MODEL,
@@ -66,7 +67,8 @@ def start_sidecar(
     }
     path = tmp / f"{name}.json"
     path.write_text(json.dumps(config))
-    server = Server([str(MONITOR), f"--config={path}"], tmp / f"{name}.log").start()
+    environment = {**os.environ, **env} if env else None
+    server = Server([str(MONITOR), f"--config={path}"], tmp / f"{name}.log", environment).start()
     server.wait_for(f"http://127.0.0.1:{config['metrics_port']}/metrics")
     server.wait_for(f"http://127.0.0.1:{config['listen_port']}/healthz")
     return server, config

@@ -62,15 +62,37 @@ def test_the_sidecar_takes_its_model_version_from_its_pod() -> None:
     template = deployment["spec"]["template"]
     assert template["metadata"]["labels"][VERSION_LABEL] == "v2"
     _, sidecar = template["spec"]["containers"]
-    assert sidecar["env"] == [
-        {
-            "name": MODEL_VERSION_ENV,
-            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{VERSION_LABEL}']"}},
-        }
-    ]
+    assert sidecar["env"][0] == {
+        "name": MODEL_VERSION_ENV,
+        "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{VERSION_LABEL}']"}},
+    }
     built = children(spec(model_type="sklearn", model_version="v2"))["ConfigMap"]
     (config,) = (json.loads(text) for text in built["data"].values())
     assert config["model_version"] == ""
+
+
+@pytest.mark.parametrize(
+    ("cpu", "workers", "memory"),
+    [(None, 1, "256Mi"), ("500m", 1, "256Mi"), ("1500m", 1, "256Mi"), ("2", 2, "416Mi"),
+     ("4.5", 4, "736Mi")],
+)  # fmt: skip
+def test_the_sidecar_runs_a_worker_per_whole_cpu_it_requests(
+    cpu: str | None, workers: int, memory: str
+) -> None:
+    monitoring = {"performance_tracking": "enabled"} | ({"sidecar_cpu": cpu} if cpu else {})
+    built = children(spec(model_type="sklearn", monitoring=monitoring))
+    (config,) = (json.loads(text) for text in built["ConfigMap"]["data"].values())
+    assert config["workers"] == workers
+    pod = built["Deployment"]["spec"]["template"]["spec"]
+    _, sidecar = pod["containers"]
+    assert sidecar["resources"]["requests"]["cpu"] == api.format_cpu(cpu or "50m")
+    assert sidecar["resources"]["limits"]["memory"] == memory
+    # The processes' metric files: a writable, memory-backed emptyDir (the root is read-only).
+    (metrics_dir,) = (e["value"] for e in sidecar["env"] if e["name"] == "PROMETHEUS_MULTIPROC_DIR")
+    (mount,) = (m for m in sidecar["volumeMounts"] if m["mountPath"] == metrics_dir)
+    (volume,) = (v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["emptyDir"]["medium"] == "Memory"
+    assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 def test_every_child_is_owned_and_labelled() -> None:

@@ -19,7 +19,7 @@ from mlmodel_operator.builders.meta import (
     restricted_pod_security,
     selector_labels,
 )
-from mlmodel_operator.builders.monitor import build_monitor_container
+from mlmodel_operator.builders.monitor import build_monitor_container, build_monitor_volume
 from mlmodel_operator.fetch.uri import is_fetched
 from mlmodel_operator.monitor.settings import MonitorSettings
 from mlmodel_operator.runtimes import MLSERVER_IMPLEMENTATIONS, MODEL_DIR, Runtime
@@ -209,10 +209,13 @@ def build_deployment(
     volumes = [{"name": "tmp", "emptyDir": {}}, *volumes]
     annotations: dict[str, str] = {}
     if monitor is not None:
-        containers.append(build_monitor_container(monitor_image, monitor))
+        containers.append(
+            build_monitor_container(monitor_image, monitor, spec.monitoring.sidecar_cpu)
+        )
         volumes.append(
             {"name": "monitor-config", "configMap": {"name": monitor_config_name(owner)}}
         )
+        volumes.append(build_monitor_volume())
         annotations = {
             # A new sidecar configuration rolls the pods, which read it only at start-up.
             CONFIG_HASH_ANNOTATION: monitor_config_hash or "",

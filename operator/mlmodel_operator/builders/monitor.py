@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 from mlmodel_operator import api
@@ -16,12 +17,26 @@ from mlmodel_operator.builders.meta import (
 from mlmodel_operator.monitor.settings import (
     CONFIG_DIR,
     CONFIG_FILE,
+    MAX_WORKERS,
     MODEL_VERSION_ENV,
     MonitorSettings,
 )
 from mlmodel_operator.runtimes import Runtime
 
 SIDECAR_NAME = "monitor"
+# The processes' metric files (prometheus_client's multiprocess mode), on a memory-backed emptyDir:
+# the root filesystem is read-only.
+METRICS_VOLUME = "monitor-metrics"
+METRICS_DIR = "/run/mlmodel-monitor"
+METRICS_DIR_SIZE = "64Mi"
+MEMORY_LIMIT_MI = 256  # one worker and the analyst, with the default buffers
+MEMORY_PER_EXTRA_WORKER_MI = 160  # its own max_buffered_bytes (96 MiB) and heap
+
+
+def sidecar_workers(cpu: str) -> int:
+    """Proxy workers for a sidecar CPU request: one per whole CPU, at least one."""
+    cores = Decimal(cpu[:-1]) / 1000 if cpu.endswith("m") else Decimal(cpu)
+    return max(1, min(MAX_WORKERS, int(cores)))
 
 
 def monitor_enabled(spec: api.MLModelDeploymentSpec) -> bool:
@@ -40,6 +55,7 @@ def monitor_settings(
         protocol=runtime.protocol,
         performance_tracking=monitoring.performance_tracking == "enabled",
         drift=monitoring.drift if monitoring.drift_detection == "active" else None,
+        workers=sidecar_workers(monitoring.sidecar_cpu),
     )
 
 
@@ -56,7 +72,12 @@ def build_monitor_configmap(
     }
 
 
-def build_monitor_container(image: str, settings: MonitorSettings) -> dict[str, Any]:
+def build_monitor_volume() -> dict[str, Any]:
+    return {"name": METRICS_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": METRICS_DIR_SIZE}}
+
+
+def build_monitor_container(image: str, settings: MonitorSettings, cpu: str) -> dict[str, Any]:
+    memory_limit_mi = MEMORY_LIMIT_MI + MEMORY_PER_EXTRA_WORKER_MI * (settings.workers - 1)
     return {
         "name": SIDECAR_NAME,
         "image": image,
@@ -69,7 +90,8 @@ def build_monitor_container(image: str, settings: MonitorSettings) -> dict[str, 
             {
                 "name": MODEL_VERSION_ENV,
                 "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{VERSION_LABEL}']"}},
-            }
+            },
+            {"name": "PROMETHEUS_MULTIPROC_DIR", "value": METRICS_DIR},
         ],
         "ports": [
             {"name": "http", "containerPort": settings.listen_port, "protocol": "TCP"},
@@ -87,9 +109,12 @@ def build_monitor_container(image: str, settings: MonitorSettings) -> dict[str, 
             "failureThreshold": 3,
         },
         "resources": {
-            "requests": {"cpu": "50m", "memory": "64Mi"},
-            "limits": {"memory": "256Mi"},
+            "requests": {"cpu": api.format_cpu(cpu), "memory": "64Mi"},
+            "limits": {"memory": f"{memory_limit_mi}Mi"},
         },
         "securityContext": RESTRICTED_CONTAINER_SECURITY,
-        "volumeMounts": [{"name": "monitor-config", "mountPath": CONFIG_DIR, "readOnly": True}],
+        "volumeMounts": [
+            {"name": "monitor-config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": METRICS_VOLUME, "mountPath": METRICS_DIR},
+        ],
     }

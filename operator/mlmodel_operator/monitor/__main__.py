@@ -1,28 +1,24 @@
-"""`mlmodel-monitor`: the sidecar. Reads its configuration file and serves the proxy and the
-metrics endpoint until stopped."""
+"""`mlmodel-monitor`: the sidecar. Reads its configuration file, then runs its processes (the
+proxy workers and, with drift detection on, the analyst) until stopped."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
-import signal
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import uvloop
-from aiohttp import web
-from prometheus_client import start_http_server
-
 from mlmodel_operator import logs
-from mlmodel_operator.monitor.listener import listen
-from mlmodel_operator.monitor.proxy import Proxy
 from mlmodel_operator.monitor.settings import CONFIG_DIR, CONFIG_FILE, MonitorSettings
-from mlmodel_operator.monitor.worker import DriftWorker
 
 log = logging.getLogger("mlmodel_operator.monitor")
+# Where the processes' metric files live (prometheus_client's own variable). The operator sets
+# it to an emptyDir in the pod; unset, a temporary directory is made and removed on exit.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -40,29 +36,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def serve(settings: MonitorSettings, stop: asyncio.Event) -> None:
-    drift = None
-    if settings.drift is not None:
-        drift = DriftWorker(
-            settings.model_name,
-            settings.drift,
-            settings.queue_size,
-            settings.queue_bytes,
-            version=settings.model_version,
-        )
-        drift.start()
-    proxy = Proxy(settings, drift)
-    runner = web.AppRunner(proxy.app(), access_log=None)
-    await runner.setup()
-    server = await listen(runner, settings, proxy.count_refused)
-    log.info("proxying :%d -> %s", settings.listen_port, settings.upstream)
-    try:
-        await stop.wait()
-    finally:
-        server.close()
-        await runner.cleanup()
-        if drift is not None:
-            drift.stop()
+def metrics_directory() -> tuple[Path, bool]:
+    """The metric files' directory, emptied of an earlier run's files (a restarted container
+    keeps its emptyDir), and whether it was made here."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if not given:
+        made = Path(tempfile.mkdtemp(prefix="mlmodel-monitor-metrics-"))
+        os.environ[MULTIPROC_ENV] = str(made)
+        return made, True
+    directory = Path(given)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink()
+    return directory, False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,18 +59,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as err:  # a missing file, or one that is not valid settings
         log.error("cannot read the configuration %s: %s", args.config, err)
         return 2
-    start_http_server(settings.metrics_port, addr=settings.listen_host)
+    try:
+        directory, made = metrics_directory()
+    except OSError as err:
+        log.error("cannot prepare the metrics directory (%s): %s", MULTIPROC_ENV, err)
+        return 2
+    # prometheus_client chooses between one process and many when it is first imported.
+    from prometheus_client import values
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(settings, stop)
+    values.ValueClass = values.get_value_class()
+    from mlmodel_operator.monitor.supervisor import supervise
 
-    # uvloop roughly halves the event loop's share of the latency the proxy adds.
-    uvloop.run(run())
-    return 0
+    try:
+        return supervise(settings)
+    finally:
+        if made:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -55,19 +55,18 @@ def binary_size(tensor: dict[str, Any]) -> int | None:
     return size
 
 
-def decode(datatype: object, raw: bytes | memoryview) -> list[Any]:
-    """The values of one tensor's raw data, flat, as Python numbers, booleans or strings."""
-    if datatype == "BYTES":
-        return _decode_bytes(raw)
+def decode_array(datatype: object, raw: bytes | memoryview) -> np.ndarray:
+    """A numeric tensor's raw data as a flat numpy view of the buffer: no value is copied."""
     dtype = NUMPY_TYPES.get(datatype)  # type: ignore[call-overload]
     if dtype is None:
         raise BadBinaryData(f"datatype {datatype!r} is not read from binary data")
     if len(raw) % dtype.itemsize:
         raise BadBinaryData(f"{len(raw)} bytes are not a whole number of {datatype} values")
-    return np.frombuffer(raw, dtype=dtype).tolist()
+    return np.frombuffer(raw, dtype=dtype)
 
 
-def _decode_bytes(raw: bytes | memoryview) -> list[str]:
+def decode_bytes(raw: bytes | memoryview) -> list[str]:
+    """The elements of a BYTES tensor's raw data, as text."""
     view = memoryview(raw)
     values, offset = [], 0
     while offset < len(view):

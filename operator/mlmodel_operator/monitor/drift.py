@@ -1,9 +1,10 @@
 """The drift detector: bounded windows of recent values per feature, compared with a reference.
 
-Memory is bounded whatever the traffic: at most `max_features` features per detector, each with
-a window of `window_size` values. A feature's reference comes from the reference data when it
-has a column of that name (or, for a tensor column `x[j]`, the column `j`); otherwise the first
-full window of live traffic becomes its reference.
+Memory is bounded whatever the traffic: at most `max_features` features per direction (inputs
+and outputs each have their own budget, so outputs are watched however wide the inputs are),
+each with a window of `window_size` values. A feature's reference comes from the reference
+data when it has a column of that name (or, for a tensor column `x[j]`, the column `j`);
+otherwise the first full window of live traffic becomes its reference.
 
 A feature has drifted when the change is both significant (p-value below the threshold, divided
 by the number of features tested, so the model-level false-alarm rate stays at the configured
@@ -92,6 +93,7 @@ class DriftDetector:
         self.max_features = max_features
         self.reference_columns = reference_columns or {}
         self.features: dict[tuple[str, str], _Feature] = {}
+        self.per_direction = Counter[str]()
         self.min_samples = min(MIN_SAMPLES, settings.window_size)
         self.new_samples = 0
         self.last_check = time.monotonic()
@@ -126,9 +128,10 @@ class DriftDetector:
         feature = self.features.get(key)
         if feature is not None:
             return feature
-        if len(self.features) >= self.max_features or not values:
+        if self.per_direction[direction] >= self.max_features or not values:
             self.rejected["overflow"] += len(values)
             return None
+        self.per_direction[direction] += 1
         # The first batch decides the kind; later values of the other kind are rejected.
         numeric = 2 * sum(is_numeric(v) for v in values) >= len(values)
         feature = _Feature(numeric=numeric, window=deque(maxlen=self.settings.window_size))

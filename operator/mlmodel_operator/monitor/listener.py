@@ -132,4 +132,6 @@ async def listen(
         settings.listen_host,
         settings.listen_port,
         reuse_address=True,
+        # Each worker process binds the port; the kernel spreads connections among them.
+        reuse_port=settings.workers > 1,
     )

@@ -1,7 +1,13 @@
 """The sidecar's Prometheus metrics, declared once. Labels are bounded: the model name and its
 version (one pair per sidecar: the pod's model_version, so that a canary's requests can be told
 from the stable version's), the protocol (v2, v1, other), the status class, and drift features
-(at most MAX_FEATURES per model); never a raw path or a value from a request."""
+(at most drift.max_features per direction, made safe by labels.py); never a raw path.
+
+The sidecar runs several processes (proxy workers and the analyst), so the metrics use
+prometheus_client's multiprocess mode: each process writes its values to memory-mapped files,
+and the one metrics endpoint sums them. Each gauge says how its processes' values combine:
+livesum over the live processes for what each worker holds, max for timestamps, mostrecent for
+what only the analyst sets."""
 
 from __future__ import annotations
 
@@ -24,7 +30,12 @@ LATENCY = Histogram(
     ["model", "version", "protocol"],
     buckets=LATENCY_BUCKETS,
 )
-IN_FLIGHT = Gauge("mlmodel_requests_in_flight", "Requests being served", ["model", "version"])
+IN_FLIGHT = Gauge(
+    "mlmodel_requests_in_flight",
+    "Requests being served",
+    ["model", "version"],
+    multiprocess_mode="livesum",
+)
 REQUEST_SIZE = Histogram(
     "mlmodel_request_size_bytes",
     "Request body sizes",
@@ -49,12 +60,16 @@ REFUSED_REQUESTS = Counter(
     ["model", "version", "reason"],
 )
 OPEN_CONNECTIONS = Gauge(
-    "mlmodel_client_connections", "Client connections open", ["model", "version"]
+    "mlmodel_client_connections",
+    "Client connections open",
+    ["model", "version"],
+    multiprocess_mode="livesum",
 )
 BUFFERED_BYTES = Gauge(
     "mlmodel_buffered_bytes",
     "Request and response bytes the proxy holds in memory",
     ["model", "version"],
+    multiprocess_mode="livesum",
 )
 UPSTREAM_ERRORS = Counter(
     "mlmodel_upstream_errors_total",
@@ -68,59 +83,80 @@ UNREADABLE_PAYLOADS = Counter(
 )
 DROPPED_PAYLOADS = Counter(
     "mlmodel_drift_dropped_payloads_total",
-    "Payloads not analysed: queue_full (the drift worker was behind), too_large (a body over "
-    "max_capture_bytes)",
+    "Payloads not analysed: sampled (an even share kept out while the analyst is behind), "
+    "queue_full (no room left in the hand-off), too_large (a body over max_capture_bytes), "
+    "analyst_down",
     ["model", "version", "reason"],
 )
+ANALYSED_PAYLOADS = Counter(
+    "mlmodel_drift_analysed_payloads_total",
+    "Payloads the analyst took from the hand-off (each request is either this or dropped)",
+    ["model", "version"],
+)
 DRIFT_QUEUED_BYTES = Gauge(
-    "mlmodel_drift_queued_bytes", "Payload bytes waiting for the drift worker", ["model", "version"]
+    "mlmodel_drift_queued_bytes",
+    "Payload bytes waiting for the analyst",
+    ["model", "version"],
+    multiprocess_mode="livesum",
 )
 DRIFT_WORKER_HEARTBEAT = Gauge(
     "mlmodel_drift_worker_heartbeat_timestamp_seconds",
-    "Unix time the drift worker last went round its loop (at least every second while it "
+    "Unix time the analyst last went round its loop (at least every second while it "
     "is alive and not stuck)",
     ["model", "version"],
+    multiprocess_mode="max",
 )
 DRIFT_WORKER_ERRORS = Counter(
     "mlmodel_drift_worker_errors_total",
-    "Failures the drift worker survived, by stage: reference, ingest, check",
+    "Failures the analyst survived, by stage: reference, ingest, check",
     ["model", "version", "stage"],
 )
 REJECTED_VALUES = Counter(
     "mlmodel_drift_rejected_values_total",
-    "Values left out of drift windows (non-finite, wrong type, too many features)",
+    "Values left out of drift windows: nonfinite, type (not of the feature's kind), overflow "
+    "(a feature past max_features seen after the first ones), over_budget (past max_features "
+    "in a payload, never read)",
     ["model", "version", "reason"],
 )
 DRIFT_SCORE = Gauge(
     "mlmodel_drift_score",
     "Drift effect size per feature: KS statistic, PSI, or total variation distance",
     ["model", "version", "direction", "feature", "method"],
+    multiprocess_mode="mostrecent",
 )
 DRIFT_P_VALUE = Gauge(
     "mlmodel_drift_p_value",
     "Drift test p-value per feature",
     ["model", "version", "direction", "feature", "method"],
+    multiprocess_mode="mostrecent",
 )
 DRIFT_FEATURE_DETECTED = Gauge(
     "mlmodel_drift_feature_detected",
     "1 when this feature has drifted",
     ["model", "version", "direction", "feature"],
+    multiprocess_mode="mostrecent",
 )
 DRIFT_DETECTED = Gauge(
-    "mlmodel_drift_detected", "1 when any feature has drifted", ["model", "version"]
+    "mlmodel_drift_detected",
+    "1 when any feature has drifted",
+    ["model", "version"],
+    multiprocess_mode="mostrecent",
 )
 DRIFT_WINDOW_SAMPLES = Gauge(
     "mlmodel_drift_window_samples",
     "Samples in the compared window",
     ["model", "version", "direction", "feature"],
+    multiprocess_mode="mostrecent",
 )
 DRIFT_LAST_CHECK = Gauge(
     "mlmodel_drift_last_check_timestamp_seconds",
     "Unix time of the last drift check",
     ["model", "version"],
+    multiprocess_mode="max",
 )
 DRIFT_REFERENCE_AVAILABLE = Gauge(
     "mlmodel_drift_reference_available",
     "1 when reference data is loaded (or the live baseline is in use), 0 when it cannot be read",
     ["model", "version", "source"],  # source: uri or live
+    multiprocess_mode="mostrecent",
 )

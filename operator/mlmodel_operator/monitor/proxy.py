@@ -1,6 +1,8 @@
 """The reverse proxy in front of the model server: every request passes through unchanged
 (method, path, query, headers, body; status, headers, body and streaming of the answer), timed
-and counted; inference payloads are handed to the drift worker after the answer is sent.
+and counted; with drift detection on, inference payloads are handed over to the analyst
+process after the answer is sent (handoff.py: a copy into shared memory and one datagram; no
+parsing here).
 
 The bodies it holds are bounded in bytes (ByteBudget), a body must arrive within
 body_timeout_seconds, and a client that goes away is counted apart (status 499), not as a
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -21,10 +23,10 @@ from multidict import CIMultiDict
 from mlmodel_operator.monitor import metrics
 from mlmodel_operator.monitor.binary import HEADER as BINARY_HEADER
 from mlmodel_operator.monitor.budget import ByteBudget, Hold
+from mlmodel_operator.monitor.handoff import Writer
 from mlmodel_operator.monitor.payloads import Exchange, protocol_of
 from mlmodel_operator.monitor.settings import MonitorSettings
 from mlmodel_operator.monitor.upstream import Response, UpstreamError, UpstreamPool
-from mlmodel_operator.monitor.worker import DriftWorker
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ HOP_BY_HOP = {
     "expect",
 }
 READY_CACHE_SECONDS = 1.0
+PUBLISH_SECONDS = 1.0
 READY_TIMEOUT_SECONDS = 2.0
 CLIENT_CLOSED = 499  # nginx's status for a request whose client went away
 Body = bytes | bytearray
@@ -83,7 +86,7 @@ class BodyTimeout(Exception):
 
 @dataclass
 class Outcome:
-    """What one request came to, for the metrics and the drift worker."""
+    """What one request came to, for the metrics and the analyst."""
 
     status: int = 502
     phase: str = "request"  # request while its body is read, then response
@@ -93,16 +96,20 @@ class Outcome:
 
 
 class Proxy:
-    def __init__(self, settings: MonitorSettings, drift: DriftWorker | None) -> None:
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        handoff: Writer | None = None,
+        analyst_alive: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.settings = settings
-        self.drift = drift
+        self.handoff = handoff
+        self.analyst_alive = analyst_alive
         self.upstream = UpstreamPool.for_url(settings.upstream)
         self.timeout = settings.upstream_timeout_seconds
         self.model = settings.model_name
         self.version = settings.model_version
-        self.budget = ByteBudget(
-            settings.max_buffered_bytes, metrics.BUFFERED_BYTES.labels(self.model, self.version).set
-        )
+        self.budget = ByteBudget(settings.max_buffered_bytes)
         self._ready_at = 0.0
         self._ready = False
         # Labelled children looked up once: .labels() costs a lock and a dict lookup per call.
@@ -115,6 +122,10 @@ class Proxy:
             )
             for protocol in ("v2", "v1", "other")
         }
+        self._buffered = metrics.BUFFERED_BYTES.labels(self.model, self.version)
+        self._queued = metrics.DRIFT_QUEUED_BYTES.labels(self.model, self.version)
+        self._publisher: asyncio.Task[None] | None = None
+        self._dropped: dict[str, metrics.Counter] = {}
         if settings.performance_tracking:
             # Every status class at zero from the start, for the model's protocol: a series
             # that appears with its first request would have that request missed by
@@ -127,16 +138,32 @@ class Proxy:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_route("*", "/{tail:.*}", self.forward, expect_handler=self.expect)
+        app.on_startup.append(self._start_publishing)
         app.on_cleanup.append(self._close)
         return app
 
+    async def _start_publishing(self, app: web.Application) -> None:
+        self._publisher = asyncio.create_task(self._publish())
+
+    async def _publish(self) -> None:
+        """Levels that change several times per request (bytes held, bytes waiting for the
+        analyst) are written to their gauges once a second rather than at each change: each
+        write costs the request path a memory-mapped update, and scrapes come far less often."""
+        while True:
+            self._buffered.set(self.budget.used)
+            if self.handoff is not None:
+                self._queued.set(self.handoff.queued()[0])
+            await asyncio.sleep(PUBLISH_SECONDS)
+
     async def _close(self, app: web.Application) -> None:
+        if self._publisher is not None:
+            self._publisher.cancel()
         await self.upstream.close()
 
     async def healthz(self, request: web.Request) -> web.Response:
-        # A drift worker that died cannot come back: restarting the container is the cure.
-        if self.drift is not None and not self.drift.alive():
-            return web.Response(status=503, text="drift worker stopped")
+        # An analyst that died cannot come back: restarting the container is the cure.
+        if self.handoff is not None and not self.analyst_alive():
+            return web.Response(status=503, text="drift analyst stopped")
         return web.Response(text="ok")
 
     async def readyz(self, request: web.Request) -> web.Response:
@@ -225,10 +252,23 @@ class Proxy:
             if track:
                 self._in_flight.dec()
                 self._count(protocol, outcome, time.perf_counter() - start)
-            if outcome.exchange is not None and self.drift is not None:
-                # Once the answer is out: aiohttp writes it after this returns, and the woken
-                # drift thread would compete with that write for the interpreter.
-                asyncio.get_running_loop().call_soon(self.drift.submit, outcome.exchange)
+            if outcome.exchange is not None:
+                # Once the answer is out: aiohttp writes it after this returns.
+                asyncio.get_running_loop().call_soon(self._hand_over, outcome.exchange)
+
+    def _hand_over(self, exchange: Exchange) -> None:
+        assert self.handoff is not None
+        reason = self.handoff.offer(exchange)
+        if reason is not None:
+            self.drop(reason)
+
+    def drop(self, reason: str) -> None:
+        """Count a payload that is not analysed, with the reason."""
+        counter = self._dropped.get(reason)
+        if counter is None:
+            counter = metrics.DROPPED_PAYLOADS.labels(self.model, self.version, reason)
+            self._dropped[reason] = counter
+        counter.inc()
 
     def count_refused(self, protocol: str, status: int, reason: str) -> None:
         """A request the sidecar answered itself, before or instead of the handler."""
@@ -346,12 +386,12 @@ class Proxy:
         upstream: Response,
         payload: bytes | None,
     ) -> Exchange | None:
-        """The exchange for the drift worker, when drift is on and the body is small enough;
+        """The exchange for the analyst, when drift is on and the body is small enough;
         `payload` is None when the answer was too large to keep."""
-        if self.drift is None or protocol == "other":
+        if self.handoff is None or protocol == "other":
             return None
         if len(body) > self.settings.max_capture_bytes:
-            self.drift.drop("too_large")
+            self.drop("too_large")
             return None
         return Exchange(
             protocol,
@@ -375,7 +415,7 @@ class Proxy:
         response.headers.extend(_forwardable(upstream.headers))
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
-        capture = self.drift is not None and protocol != "other"
+        capture = self.handoff is not None and protocol != "other"
         kept: list[bytes] | None = [] if capture else None
         chunks = upstream.iter_chunks()
         await response.prepare(request)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mlmodel_operator.api import SIDECAR_METRICS_PORT, SIDECAR_PROXY_PORT, DriftSettings
 
@@ -16,6 +16,7 @@ CONFIG_FILE = "config.json"
 # ConfigMap is shared by the stable and the canary pods, so the version comes from the pod. Set
 # in the environment, even empty (a pod without the label), it overrides the configuration's.
 MODEL_VERSION_ENV = "MLMODEL_MONITOR_MODEL_VERSION"
+MAX_WORKERS = 64
 
 
 class MonitorSettings(BaseModel):
@@ -31,6 +32,9 @@ class MonitorSettings(BaseModel):
     listen_port: int = SIDECAR_PROXY_PORT
     metrics_port: int = SIDECAR_METRICS_PORT
     performance_tracking: bool = True
+    # Proxy processes sharing the listening port (SO_REUSEPORT): the operator sets one per whole
+    # CPU of the sidecar's request, at least one.
+    workers: int = Field(1, ge=1, le=MAX_WORKERS)
     drift: DriftSettings | None = None  # None: drift detection inactive
     # Requests larger than this are refused with 413; one that declares a larger Content-Length
     # is refused before any of its body is read.
@@ -42,8 +46,9 @@ class MonitorSettings(BaseModel):
     # Bodies up to this size are analysed for drift (requests and responses); larger ones only
     # pass through.
     max_capture_bytes: int = 4 * 2**20
-    # Payloads waiting for the drift worker, in bytes and in count; beyond either, payloads are
-    # dropped (and counted), never waited for.
+    # Payloads waiting for the analyst, in bytes and in count, shared out among the workers; as
+    # they fill, an even share is kept (sampled), and beyond either bound payloads are dropped
+    # (and counted), never waited for.
     queue_bytes: int = 32 * 2**20
     queue_size: int = 1000
     upstream_timeout_seconds: float = 300.0

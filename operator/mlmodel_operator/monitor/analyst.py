@@ -1,119 +1,89 @@
-"""The drift worker: a background thread that reads payloads, fills the detector's windows and
-runs the checks, so that none of it happens on the request path.
+"""The analyst: the process that reads the payloads the proxy workers hand over, fills the
+detector's windows and runs the checks. It shares no interpreter and no lock with the request
+path, and runs at the lowest CPU priority (SCHED_IDLE, nice 19), so it only takes CPU the proxy
+and the model server leave idle; when that is not enough, the workers sample what they hand
+over (sampling.py).
 
-The proxy hands it payloads without ever waiting: what waits is bounded in count and in bytes,
-and beyond either bound payloads are dropped and counted. No payload and no reference can stop
-the thread: a failure is logged with its traceback (once per kind), counted, and the thread
-goes on. Its heartbeat metric shows it is alive and not stuck, for an alert to watch.
+No payload and no reference can stop it: a failure is logged with its traceback (once per
+kind), counted, and the loop goes on. Its heartbeat metric shows it is alive and not stuck, for
+an alert to watch; the supervisor marks it dead for /healthz when it exits.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from mlmodel_operator.api import DriftSettings
 from mlmodel_operator.monitor import metrics
 from mlmodel_operator.monitor.drift import CheckResult, DriftDetector
+from mlmodel_operator.monitor.handoff import Reader
 from mlmodel_operator.monitor.payloads import Exchange, UnreadablePayload, parse
 from mlmodel_operator.monitor.reference import ReferenceUnavailable, load_reference
 
 log = logging.getLogger(__name__)
-POLL_SECONDS = 1.0  # the longest the thread waits for a payload: its heartbeat's period
+# It wakes on a timer and drains what waits, rather than on each notice: a wake-up per request
+# would cost the proxy a context switch per request and share its core's caches with analysis.
+DRAIN_SECONDS = 0.02
+BATCH = 256  # exchanges taken from one channel before the heartbeat and checks come round
+NICENESS = 19
 
 
-class DriftWorker:
+class Analyst:
     def __init__(
         self,
         model: str,
         settings: DriftSettings,
-        queue_size: int = 1000,
-        queue_bytes: int = 32 * 2**20,
+        readers: Sequence[Reader],
         *,
         version: str = "",
     ) -> None:
         self.model = model
         self.version = version
         self.settings = settings
-        self.queue: queue.Queue[Exchange] = queue.Queue(maxsize=queue_size)
-        self.queue_bytes = queue_bytes
+        self.readers = list(readers)
         self.detector: DriftDetector | None = None
         self.source = "uri" if settings.reference_uri else "live"
-        self._queued_bytes = 0
-        self._queued_gauge = metrics.DRIFT_QUEUED_BYTES.labels(model, version)
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
         self._logged_failures: set[tuple[str, str]] = set()
         self._drifted = False
-        self._thread = threading.Thread(target=self._run, name="drift-worker", daemon=True)
+        self._heartbeat = metrics.DRIFT_WORKER_HEARTBEAT.labels(model, version)
+        self._analysed = metrics.ANALYSED_PAYLOADS.labels(model, version)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self) -> None:
-        """Never blocks for long: the thread sees the flag within POLL_SECONDS, whatever is
-        queued, and a thread stuck in a check is left behind (it is a daemon)."""
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2 * POLL_SECONDS)
-
-    def submit(self, exchange: Exchange) -> None:
-        """Called on the request path: never blocks."""
-        size = exchange.size
-        with self._lock:
-            if self._queued_bytes + size > self.queue_bytes:
-                self.drop("queue_full")
-                return
-            self._queued_bytes += size
-        try:
-            self.queue.put_nowait(exchange)
-        except queue.Full:
-            self._dequeued(size)
-            self.drop("queue_full")
-            return
-        self._queued_gauge.set(self._queued_bytes)
-
-    def drop(self, reason: str) -> None:
-        metrics.DROPPED_PAYLOADS.labels(self.model, self.version, reason).inc()
-
-    def _dequeued(self, size: int) -> None:
-        with self._lock:
-            self._queued_bytes -= size
-        self._queued_gauge.set(self._queued_bytes)
-
-    # --- the thread --------------------------------------------------------------------------
-
-    def _run(self) -> None:
+    def run(self, stopping: Callable[[], bool]) -> None:
         retry_at = 0.0
-        heartbeat = metrics.DRIFT_WORKER_HEARTBEAT.labels(self.model, self.version)
-        while not self._stopping.is_set():
-            heartbeat.set(time.time())
-            due_to_load = self.detector is None and time.monotonic() >= retry_at
-            if due_to_load and not self._guarded("reference", self._load_detector):
-                metrics.DRIFT_REFERENCE_AVAILABLE.labels(self.model, self.version, self.source).set(
-                    0
-                )
+        while not stopping():
+            self.round(retry_at)
+            if self.detector is None and time.monotonic() >= retry_at:
                 retry_at = time.monotonic() + self.settings.check_interval_seconds
-            try:
-                exchange: Exchange | None = self.queue.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                exchange = None
-            if exchange is not None:
-                self._dequeued(exchange.size)
+
+    def round(self, retry_at: float = 0.0, pause: float = DRAIN_SECONDS) -> None:
+        """One turn of the loop: heartbeat, the reference when due, waiting payloads, a check
+        when due."""
+        self._heartbeat.set(time.time())
+        due_to_load = self.detector is None and time.monotonic() >= retry_at
+        if due_to_load and not self._guarded("reference", self._load_detector):
+            available = metrics.DRIFT_REFERENCE_AVAILABLE
+            available.labels(self.model, self.version, self.source).set(0)
+        taken = 0
+        for reader in self.readers:
+            for _ in range(BATCH):
+                exchange = reader.take()
+                if exchange is None:
+                    break
+                taken += 1
+                self._analysed.inc()
                 if self.detector is not None:
-                    self._guarded("ingest", self._ingest, exchange)
-            if self.detector is not None and self.detector.due():
-                self._guarded("check", self._check)
+                    self._guarded("ingest", self.ingest, exchange)
+        if self.detector is not None and self.detector.due():
+            self._guarded("check", self.check)
+        if not taken:
+            time.sleep(pause)
 
     def _guarded(self, stage: str, step: Callable[..., bool | None], *args: object) -> bool:
         """Run one step; False when it failed. Any failure is logged and counted, never raised:
-        the thread must outlive every payload and every reference."""
+        the analyst must outlive every payload and every reference."""
         try:
             return step(*args) is not False
         except Exception as err:
@@ -123,7 +93,7 @@ class DriftWorker:
                 log.debug("drift %s failed again: %r", stage, err)
             else:
                 self._logged_failures.add(kind)
-                log.exception("drift %s failed (logged once per kind; the worker goes on)", stage)
+                log.exception("drift %s failed (logged once per kind; the analyst goes on)", stage)
             return False
 
     def _load_detector(self) -> bool:
@@ -134,16 +104,16 @@ class DriftWorker:
             except ReferenceUnavailable as err:
                 log.warning("drift: reference unavailable: %s (retrying)", err)
                 return False
-        self.detector = DriftDetector(self.settings, reference)
+        self.detector = DriftDetector(self.settings, reference, self.settings.max_features)
         metrics.DRIFT_REFERENCE_AVAILABLE.labels(self.model, self.version, self.source).set(1)
         if reference is None:
             log.info("drift: no reference_uri; the first window of live traffic is the reference")
         return True
 
-    def _ingest(self, exchange: Exchange) -> None:
+    def ingest(self, exchange: Exchange) -> None:
         assert self.detector is not None
         try:
-            inputs, outputs = parse(exchange)
+            inputs, outputs, over_budget = parse(exchange, self.settings.max_features)
         except UnreadablePayload:
             metrics.UNREADABLE_PAYLOADS.labels(self.model, self.version, exchange.protocol).inc()
             return
@@ -157,8 +127,10 @@ class DriftWorker:
                 metrics.REJECTED_VALUES.labels(self.model, self.version, reason).inc(
                     count - before.get(reason, 0)
                 )
+        if over_budget:
+            metrics.REJECTED_VALUES.labels(self.model, self.version, "over_budget").inc(over_budget)
 
-    def _check(self) -> None:
+    def check(self) -> None:
         assert self.detector is not None
         result = self.detector.check()
         for feature in result.features:
@@ -181,3 +153,17 @@ class DriftWorker:
             log.info("drift no longer detected")
         if result.features:
             self._drifted = result.drifted
+
+
+def lower_priority() -> None:
+    """Yield the CPU to the proxy workers and the model server whenever they want it.
+
+    SCHED_IDLE rather than nice 19 alone: the scheduler preempts a SCHED_IDLE task at once when
+    any other task wakes, whereas a nice 19 task may finish its slice first, which showed as
+    added latency at low concurrency on a 2-core machine. Both are allowed without privileges.
+    """
+    try:
+        os.nice(NICENESS)
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (OSError, AttributeError) as err:  # a seccomp profile may refuse: analysis still runs
+        log.warning("cannot lower the analyst's CPU priority: %s", err)
