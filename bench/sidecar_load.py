@@ -55,15 +55,17 @@ BODIES = {
 def cpu_seconds(root: int) -> dict[str, float]:
     """CPU seconds used so far by a sidecar's processes, by role (proxy, analyst, supervisor)."""
     used = {"proxy": 0.0, "analyst": 0.0, "supervisor": 0.0}
-    children = Path(f"/proc/{root}/task/{root}/children").read_text().split()
-    for pid in [str(root), *children]:
+    # Every process is scanned for its parent: /proc/PID/task/PID/children is not everywhere.
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            name, rest = stat.read_text().split(" (", 1)[1].rsplit(")", 1)
+        except (OSError, IndexError, ValueError):
+            continue
+        fields = rest.split()
+        if int(stat.parent.name) != root and int(fields[1]) != root:
             continue
         seconds = (int(fields[11]) + int(fields[12])) / TICKS
-        role = "analyst" if "analyst" in comm else "proxy" if "proxy" in comm else "supervisor"
+        role = "analyst" if "analyst" in name else "proxy" if "proxy" in name else "supervisor"
         used[role] += seconds
     return used
 

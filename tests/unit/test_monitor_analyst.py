@@ -165,3 +165,20 @@ def test_request_series_exist_at_zero_before_the_first_request() -> None:
         assert REGISTRY.get_sample_value("mlmodel_requests_total", labels) == 0.0
     count = {"model": "fresh", "version": "v3", "protocol": "v1"}
     assert REGISTRY.get_sample_value("mlmodel_request_duration_seconds_count", count) == 0.0
+
+
+def test_a_batch_of_payloads_gives_the_windows_one_at_a_time_would() -> None:
+    """The analyst merges a batch's columns before the detector sees them: the live baseline is
+    still exactly the first window_size values, and the values after it fill the window."""
+    rng = np.random.default_rng(3)
+    rows = [rng.normal(size=(1, 2)).tolist() for _ in range(120)]
+    one_by_one, batched = Analyst("a", SETTINGS, []), Analyst("b", SETTINGS, [])
+    one_by_one.detector, batched.detector = DriftDetector(SETTINGS), DriftDetector(SETTINGS)
+    for row in rows:
+        one_by_one.ingest(exchange(row))
+    batched.ingest(*(exchange(row) for row in rows))
+    for key, feature in one_by_one.detector.features.items():
+        twin = batched.detector.features[key]
+        assert feature.reference is not None and twin.reference is not None
+        assert list(twin.reference.sorted_values) == list(feature.reference.sorted_values)
+        assert list(twin.window) == list(feature.window) and len(twin.window) == 50

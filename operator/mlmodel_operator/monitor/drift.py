@@ -106,22 +106,37 @@ class DriftDetector:
             feature = self._feature(direction, name, values)
             if feature is None:
                 continue
-            for value in values:
-                if feature.numeric:
-                    if not is_numeric(value):
-                        self.rejected["type"] += 1
-                        continue
-                    number = as_finite(value)
-                    if number is None:
-                        self.rejected["nonfinite"] += 1
-                        continue
-                    feature.window.append(number)
-                elif is_category(value):
-                    feature.window.append(str(value))
-                else:
-                    self.rejected["type"] += 1
+            usable = self._numbers(values) if feature.numeric else self._categories(values)
+            if feature.reference is None:
+                # The live baseline is exactly the first window_size values, however many
+                # came in one call; the rest start the first window compared with it.
+                room = self.settings.window_size - len(feature.window)
+                feature.window.extend(usable[:room])
+                usable = usable[room:]
+                self._maybe_freeze_baseline(feature)
+            feature.window.extend(usable)
             self.new_samples += len(values)
-            self._maybe_freeze_baseline(feature)
+
+    def _categories(self, values: list[object]) -> list[str]:
+        categories = [str(v) for v in values if is_category(v)]
+        self.rejected["type"] += len(values) - len(categories)
+        return categories
+
+    def _numbers(self, values: list[object]) -> list[float]:
+        """The finite numbers among a numeric feature's values; the others are counted."""
+        if all(type(v) is float for v in values):  # what JSON numbers with a point become
+            finite = [v for v in values if v - v == 0.0]  # type: ignore[operator]  # inf, nan: not 0
+            self.rejected["nonfinite"] += len(values) - len(finite)
+            return finite  # type: ignore[return-value]
+        numbers = []
+        for value in values:
+            if not is_numeric(value):
+                self.rejected["type"] += 1
+            elif (number := as_finite(value)) is None:  # type: ignore[arg-type]
+                self.rejected["nonfinite"] += 1
+            else:
+                numbers.append(number)
+        return numbers
 
     def _feature(self, direction: str, name: str, values: list[object]) -> _Feature | None:
         key = (direction, name)

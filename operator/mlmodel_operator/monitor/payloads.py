@@ -18,6 +18,7 @@ recursion. Feature names are safe label values (labels.py).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -174,13 +175,20 @@ def _v2_tensors(tensors: Any, raw: memoryview | None, budget: int) -> tuple[Colu
         skipped += len(rows) * (width - take)
         left -= take
         text = tensor.get("datatype") == "BYTES"
-        if width == 1:
-            columns[name] = [_text(row[0]) if text else row[0] for row in rows]
-        else:
-            for j in range(take):
-                column = [row[j] for row in rows]
-                columns[safe_label(f"{name}[{j}]")] = [_text(v) for v in column] if text else column
+        by_column = zip(*rows, strict=True)  # rows all hold `take` values
+        # No rows (a batch of 0) give no columns: hence not strict here.
+        for feature, column in zip(column_names(name, width, take), by_column, strict=False):
+            columns[feature] = [_text(v) for v in column] if text else list(column)
     return columns, skipped
+
+
+@functools.lru_cache(maxsize=1024)
+def column_names(name: str, width: int, take: int) -> tuple[str, ...]:
+    """The feature names of a tensor's first `take` columns: `name`, or `name[j]`; made once
+    per tensor name and shape, since every payload of a model repeats them."""
+    if width == 1:
+        return (name,)
+    return tuple(safe_label(f"{name}[{j}]") for j in range(take))
 
 
 def _text(value: Any) -> str:
