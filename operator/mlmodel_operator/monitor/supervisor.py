@@ -137,8 +137,10 @@ def supervise(settings: MonitorSettings) -> int:
 
     stopping = StopFlag()
     code = 0
-    while not stopping() and code == 0:
+    while code == 0:
         time.sleep(REAP_SECONDS)
+        if stopping():  # before reaping: a signal to the whole group stops the children too
+            break
         for pid, status in _reap():
             role = children.pop(pid, "unknown")
             multiprocess.mark_process_dead(pid)
