@@ -107,6 +107,16 @@ BAD_MANIFESTS: list[tuple[str, dict[str, Any], str]] = [
         "spec.monitoring.performance_tracking",
     ),
     (
+        "sidecar-cpu-two",
+        with_spec(_FOUNDING, "monitoring.sidecar_cpu", "two"),
+        "spec.monitoring.sidecar_cpu",
+    ),
+    (
+        "drift-no-features",
+        with_spec(_FOUNDING, "monitoring.drift.max_features", 0),
+        "spec.monitoring.drift.max_features",
+    ),
+    (
         "drift-detection-on",
         with_spec(_FOUNDING, "monitoring.drift_detection", "on"),
         "spec.monitoring.drift_detection",

@@ -53,7 +53,9 @@ def test_founding_manifest_applies_verbatim_with_defaults(
         "method": "ks",
         "p_value_threshold": 0.05,
         "effect_size_threshold": 0.1,
+        "max_features": 64,
     }
+    assert spec["monitoring"]["sidecar_cpu"] == "50m"
 
 
 @pytest.mark.parametrize(
