@@ -72,9 +72,12 @@ test: venv system-packages lint ## the whole suite: unit, integration, e2e and r
 manifests: binaries ## render manifests/install.yaml from the chart (pinned helm)
 	bash hack/render-manifests.sh
 
-bench: venv ## benchmarks: sidecar added latency and abuse run, drift check vs scipy (prints ratios)
+LOAD_SECONDS ?= 8
+bench: venv ## benchmarks: drift check vs scipy, sidecar latency, hand-off cost, load (direct / sidecar / drift), abuse
 	$(BIN)/python bench/drift_check.py
 	$(BIN)/python bench/sidecar_latency.py
+	$(BIN)/python bench/handoff_cost.py
+	$(BIN)/python bench/sidecar_load.py --seconds $(LOAD_SECONDS)
 	$(BIN)/python bench/sidecar_abuse.py
 
 SCALE_N ?= 100 300

@@ -4,7 +4,7 @@ model server (tests/integration/servers), drift detection on. Bounded in count a
 1. Concurrent clients send valid V2 requests with distinct ids on keep-alive connections, each
    followed by one odd or hostile request (tests/integration/abuse_requests.py): answers mixed
    up, and the sidecar's mlmodel_requests_total against what the clients got, by status class.
-2. Each hostile payload, then valid traffic: does the drift worker still check after it?
+2. Each hostile payload, then valid traffic: does the analyst still check after it?
 3. A flood of large bodies (24 MiB and 3 MiB, many at once): the sidecar's peak RSS against its
    container's memory limit (256Mi), and the metrics against what was sent.
 
@@ -28,9 +28,10 @@ from abuse_requests import (
     BAD_PAYLOADS,
     FEATURES,
     INFER,
+    PeakMemory,
     mixed_client,
     padded,
-    peak_rss_bytes,
+    tree_pss_bytes,
 )
 from monitor_procs import metric, model_server, post, start_sidecar, v2_body
 
@@ -104,7 +105,7 @@ def drift_after_each(port: int, metrics_port: int, repeats: int) -> None:
     )
     print(f"2. drift checked again after {checked_after} of {tried} hostile payloads")
     print(
-        f"   worker errors: {errors:.0f}; unreadable payloads counted: {unreadable:.0f}; "
+        f"   analyst errors: {errors:.0f}; unreadable payloads counted: {unreadable:.0f}; "
         f"heartbeat age {beat_age:.1f} s"
     )
 
@@ -115,25 +116,26 @@ def flood(tmp: Path, model_port: int, concurrency: int, large: int) -> None:
     port, metrics_port = config["listen_port"], config["metrics_port"]
     bodies = [padded(24 * 2**20), padded(3 * 2**20), padded(3 * 2**20)] * large
     try:
-        idle = peak_rss_bytes(pid)
+        idle = tree_pss_bytes(pid)
         start = time.monotonic()
-        with ThreadPoolExecutor(concurrency) as pool:
+        with PeakMemory(pid) as memory, ThreadPoolExecutor(concurrency) as pool:
             statuses = list(pool.map(lambda body: post(port, INFER, body)[0], bodies))
         seconds = time.monotonic() - start
-        peak = peak_rss_bytes(pid)
+        peak = memory.peak
         sent = Counter(f"{status // 100}xx" for status in statuses)
         counted = settled(metrics_port, Counter(), sent)
         megabytes = sum(map(len, bodies)) / 2**20
         dropped = {
             reason: metric(metrics_port, "mlmodel_drift_dropped_payloads_total", reason=reason)
-            for reason in ("too_large", "queue_full")
+            for reason in ("too_large", "sampled", "queue_full")
         }
         print(
             f"3. {len(bodies)} bodies, {megabytes:.0f} MiB, {concurrency} at a time, "
             f"in {seconds:.1f} s: statuses {dict(sorted(sent.items()))}"
         )
         print(
-            f"   sidecar peak RSS {peak / 2**20:.0f} MiB (idle {idle / 2**20:.0f} MiB) against "
+            f"   sidecar processes' peak memory (PSS) {peak / 2**20:.0f} MiB (idle "
+            f"{idle / 2**20:.0f} MiB) against "
             f"the {MEMORY_LIMIT / 2**20:.0f} MiB limit: {peak / MEMORY_LIMIT:.2f} of it"
         )
         print(f"   counts match: {counted == sent}; dropped for drift: {dropped}")

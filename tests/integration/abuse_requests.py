@@ -52,7 +52,7 @@ def nested_tensor(depth: int) -> bytes:
     )
 
 
-# Payloads that each stopped the drift worker for good.
+# Payloads that each once stopped drift analysis for good.
 BAD_PAYLOADS = {
     "100k-deep JSON": b"[" * 100_000 + b"]" * 100_000,
     "shape an int": json.dumps({"inputs": [tensor("x", [5.1, 3.5, 1.4, 0.2], 4)]}).encode(),

@@ -1,4 +1,4 @@
-"""The generated alerting rules pass promtool, and the drift, drift worker and error alerts fire on
+"""The generated alerting rules pass promtool, and the drift, drift analyst and error alerts fire on
 matching series (promtool's rule unit tests, Debian package prometheus)."""
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def test_drift_and_error_alerts_fire_on_matching_series(rules_file: Path, tmp_pa
                         "series": 'mlmodel_drift_detected{namespace="risk",model="other"}',
                         "values": "0x14",
                     },
-                    # The drift worker beats until minute 3, then stops.
+                    # The drift analyst beats until minute 3, then stops.
                     {
                         "series": "mlmodel_drift_worker_heartbeat_timestamp_seconds"
                         f'{{{SERIES},pod="p"}}',
@@ -120,7 +120,7 @@ def test_drift_and_error_alerts_fire_on_matching_series(rules_file: Path, tmp_pa
                                 "exp_annotations": {
                                     "summary": "Drift detection has stopped in a pod of model "
                                     "risk/fraud",
-                                    "description": "The drift worker's heartbeat is over 2 "
+                                    "description": "The drift analyst's heartbeat is over 2 "
                                     "minutes old.",
                                 },
                             }

@@ -1,6 +1,6 @@
 """The sidecar under abuse, with real parts: every odd request goes through a real
 `mlmodel-monitor` to the real KServe model server behind it. Clients must always get their own
-answers, the drift worker must outlive every payload, memory must stay bounded in bytes, and the
+answers, the drift analyst must outlive every payload, memory must stay bounded in bytes, and the
 metrics must add up to what was sent."""
 
 from __future__ import annotations

@@ -68,8 +68,8 @@ def alert_rules(owner: Owner, spec: api.MLModelDeploymentSpec) -> list[dict[str,
                 },
             }
         )
-        # The drift worker beats every second while it runs; a pod whose heartbeat is old has
-        # a dead or stuck worker, and drift goes unwatched there.
+        # The drift analyst beats every second while it runs; a pod whose heartbeat is old has
+        # a dead or stuck analyst, and drift goes unwatched there.
         rules.append(
             {
                 "alert": "MLModelDriftWorkerStalled",
@@ -79,7 +79,7 @@ def alert_rules(owner: Owner, spec: api.MLModelDeploymentSpec) -> list[dict[str,
                 "labels": {"severity": "warning"},
                 "annotations": {
                     "summary": f"Drift detection has stopped in a pod of {where}",
-                    "description": "The drift worker's heartbeat is over 2 minutes old.",
+                    "description": "The drift analyst's heartbeat is over 2 minutes old.",
                 },
             }
         )

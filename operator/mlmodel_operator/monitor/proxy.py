@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from multidict import CIMultiDict
+from prometheus_client import Counter
 
 from mlmodel_operator.monitor import metrics
 from mlmodel_operator.monitor.binary import HEADER as BINARY_HEADER
@@ -125,7 +126,7 @@ class Proxy:
         self._buffered = metrics.BUFFERED_BYTES.labels(self.model, self.version)
         self._queued = metrics.DRIFT_QUEUED_BYTES.labels(self.model, self.version)
         self._publisher: asyncio.Task[None] | None = None
-        self._dropped: dict[str, metrics.Counter] = {}
+        self._dropped: dict[str, Counter] = {}
         if settings.performance_tracking:
             # Every status class at zero from the start, for the model's protocol: a series
             # that appears with its first request would have that request missed by

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from collections.abc import Callable
 
@@ -14,8 +13,6 @@ from mlmodel_operator.monitor.handoff import Writer
 from mlmodel_operator.monitor.listener import listen
 from mlmodel_operator.monitor.proxy import Proxy
 from mlmodel_operator.monitor.settings import MonitorSettings
-
-log = logging.getLogger(__name__)
 
 
 async def serve(
