@@ -20,10 +20,20 @@ WARM_UP_SECONDS = 1.0
 
 @dataclass
 class Load:
-    requests: int
+    requests: int  # answered 2xx after the warm-up
     errors: int
     seconds: float
-    latencies: list[float]  # seconds, of the requests answered 2xx
+    latencies: list[float]  # seconds, of the requests answered 2xx after the warm-up
+    served: int = 0  # every answer, the warm-up's too (what the server's CPU was spent on)
+
+    def __add__(self, other: Load) -> Load:
+        return Load(
+            self.requests + other.requests,
+            self.errors + other.errors,
+            self.seconds + other.seconds,
+            self.latencies + other.latencies,
+            self.served + other.served,
+        )
 
     @property
     def rps(self) -> float:
@@ -85,6 +95,7 @@ class _Client(asyncio.Protocol):
             del self.buffer[: self.expected]
             self.expected = None
             now = time.perf_counter()
+            self.state["served"] += 1
             if now >= self.state["start"]:
                 if 200 <= self.status < 300:
                     self.record.append(now - self.sent_at)
@@ -99,10 +110,12 @@ class _Client(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-async def _run(host: str, port: int, request: bytes, connections: int, seconds: float) -> tuple:
+async def _run(
+    host: str, port: int, request: bytes, connections: int, seconds: float, warm_up: float
+) -> tuple:
     loop = asyncio.get_running_loop()
     now = time.perf_counter()
-    state = {"start": now + WARM_UP_SECONDS, "end": now + WARM_UP_SECONDS + seconds, "errors": 0}
+    state = {"start": now + warm_up, "end": now + warm_up + seconds, "errors": 0, "served": 0}
     record: list[float] = []
     clients = []
     for _ in range(connections):
@@ -111,16 +124,16 @@ async def _run(host: str, port: int, request: bytes, connections: int, seconds: 
         )
         clients.append(client)
     await asyncio.gather(*(c.closed for c in clients))
-    return array("d", record).tobytes(), state["errors"]
+    return array("d", record).tobytes(), state["errors"], state["served"]
 
 
-def _process(host: str, port: int, request: bytes, connections: int, seconds: float, out) -> None:  # type: ignore[no-untyped-def]
+def _process(out, *args: object) -> None:  # type: ignore[no-untyped-def]
     try:
         import uvloop
 
-        result = uvloop.run(_run(host, port, request, connections, seconds))
+        result = uvloop.run(_run(*args))  # type: ignore[arg-type]
     except ImportError:
-        result = asyncio.run(_run(host, port, request, connections, seconds))
+        result = asyncio.run(_run(*args))  # type: ignore[arg-type]
     out.send(result)
 
 
@@ -136,6 +149,7 @@ def run_load(
     connections: int,
     seconds: float,
     processes: int | None = None,
+    warm_up: float = WARM_UP_SECONDS,
 ) -> Load:
     processes = min(connections, processes or default_processes())
     context = multiprocessing.get_context("fork")
@@ -143,18 +157,20 @@ def run_load(
     for i in range(processes):
         share = connections // processes + (1 if i < connections % processes else 0)
         receive, send = context.Pipe(duplex=False)
-        worker = context.Process(target=_process, args=(host, port, request, share, seconds, send))
+        args = (send, host, port, request, share, seconds, warm_up)
+        worker = context.Process(target=_process, args=args)
         worker.start()
         pipes.append(receive)
         workers.append(worker)
     latencies: list[float] = []
-    errors = 0
+    errors = served = 0
     for receive in pipes:
-        raw, failed = receive.recv()
+        raw, failed, answered = receive.recv()
         values = array("d")
         values.frombytes(raw)
         latencies.extend(values)
         errors += failed
+        served += answered
     for worker in workers:
         worker.join()
-    return Load(len(latencies), errors, seconds, latencies)
+    return Load(len(latencies), errors, seconds, latencies, served)

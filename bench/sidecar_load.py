@@ -1,13 +1,15 @@
 """The sidecar at model-server speed: throughput, p99 and the sidecar's CPU per request, for a
 real model server called directly, through the sidecar, and through the sidecar with drift
-detection on, side by side in one run, closed loop (bench/loadgen.py).
+detection on, side by side in one run, closed loop (bench/loadgen.py). At each point the three
+paths are measured in turn, in interleaved slices, so that a model server whose speed wanders
+weighs on all three alike.
 
 Bodies: 1x64 floats (0.6 KB) and 32x64 floats (17 KB) to the `tabular` model, a 1x3x64x64
 image (about 100 KB) to the `image` model (bench/model_server.py: torch on the GPU where there
 is one, else the KServe server). Concurrency 1, 16, 64 and 256. Prints measurements and the
 goals as ratios against the floors measured in the same run; asserts nothing.
 
-    python bench/sidecar_load.py [--seconds 8] [--workers 1] [--server torch|kserve]
+    python bench/sidecar_load.py [--seconds 8] [--rounds 4] [--workers 1] [--server torch|kserve]
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 import sys
 import tempfile
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,7 @@ DRIFT_THROUGHPUT_FLOOR = 0.9  # with drift / without, every point
 DRIFT_P99_CEILING = 1.25  # with drift / without, every point
 SIDECAR_THROUGHPUT_FLOOR = 0.95  # sidecar / direct, concurrency >= 16, 0.6 KB and 17 KB
 PROXY_CPU_CEILING_MS = 0.15  # per small request
+WARM_UP = 0.5  # seconds of load before each slice is counted
 
 
 def body(shape: tuple[int, ...], seed: int) -> bytes:
@@ -82,10 +85,24 @@ def dropped(metrics_port: int) -> dict[str, float]:
 
 @dataclass
 class Point:
-    load: Load
-    proxy_cpu_ms: float = float("nan")  # per request
-    analyst_cpu_ms: float = float("nan")
-    kept: float = float("nan")  # share of payloads handed to the analyst
+    """One path's measurement at one point, summed over the rounds."""
+
+    load: Load = field(default_factory=lambda: Load(0, 0, 0.0, []))
+    proxy_cpu: float = 0.0  # seconds
+    analyst_cpu: float = 0.0
+    dropped: float = 0.0  # payloads not handed to the analyst
+
+    @property
+    def proxy_cpu_ms(self) -> float:
+        return 1e3 * self.proxy_cpu / max(self.load.served, 1)
+
+    @property
+    def analyst_cpu_ms(self) -> float:
+        return 1e3 * self.analyst_cpu / max(self.load.served, 1)
+
+    @property
+    def kept(self) -> float:
+        return 1 - self.dropped / max(self.load.served, 1)
 
 
 def start_sidecar(tmp: Path, name: str, upstream: int, workers: int, drift: bool) -> tuple:
@@ -110,30 +127,47 @@ def start_sidecar(tmp: Path, name: str, upstream: int, workers: int, drift: bool
     return server, port, metrics_port
 
 
-def measure(port: int, request: bytes, concurrency: int, seconds: float) -> Load:
-    return run_load("127.0.0.1", port, request, concurrency, seconds)
-
-
-def measure_sidecar(
-    server: Server, port: int, metrics_port: int, request: bytes, concurrency: int, seconds: float
-) -> Point:
+def measure_slice(
+    point: Point, sidecar: tuple | None, port: int, request: bytes, concurrency: int, seconds: float
+) -> None:
+    """Add one slice of load on one path to its point; `sidecar` is (server, port, metrics port)
+    for a path through a sidecar, whose CPU and drops are counted too."""
+    if sidecar is None:
+        point.load += run_load("127.0.0.1", port, request, concurrency, seconds, warm_up=WARM_UP)
+        return
+    server, _, metrics_port = sidecar
     assert server.proc is not None
     before, drops_before = cpu_seconds(server.proc.pid), dropped(metrics_port)
-    load = measure(port, request, concurrency, seconds)
+    point.load += run_load("127.0.0.1", port, request, concurrency, seconds, warm_up=WARM_UP)
     after, drops_after = cpu_seconds(server.proc.pid), dropped(metrics_port)
-    # Requests in the warm-up second are served too: CPU is divided by all of them.
-    served = load.requests * (1 + 1.0 / seconds)
-    point = Point(load)
-    point.proxy_cpu_ms = 1e3 * (after["proxy"] - before["proxy"]) / max(served, 1)
-    point.analyst_cpu_ms = 1e3 * (after["analyst"] - before["analyst"]) / max(served, 1)
-    lost = sum(drops_after.get(r, 0) - drops_before.get(r, 0) for r in drops_after)
-    point.kept = 1 - lost / max(served, 1)
-    return point
+    point.proxy_cpu += after["proxy"] - before["proxy"]
+    point.analyst_cpu += after["analyst"] - before["analyst"]
+    point.dropped += sum(drops_after.get(r, 0) - drops_before.get(r, 0) for r in drops_after)
+
+
+def measure_point(
+    paths: dict[str, tuple[int, tuple | None]],
+    request: bytes,
+    concurrency: int,
+    seconds: float,
+    rounds: int,
+) -> dict[str, Point]:
+    """Each path for `seconds` in all, in `rounds` slices taken in turn (the order rotated each
+    round), so that a model server that slows down or speeds up over the point weighs on every
+    path alike rather than on whichever came last."""
+    points = {name: Point() for name in paths}
+    names = list(paths)
+    for round_ in range(rounds):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            port, sidecar = paths[name]
+            measure_slice(points[name], sidecar, port, request, concurrency, seconds / rounds)
+    return points
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=float, default=8.0, help="per path and point")
+    parser.add_argument("--rounds", type=int, default=4, help="slices each path is measured in")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--server", choices=["torch", "kserve"], default=None)
     parser.add_argument("--concurrency", type=int, nargs="*", default=CONCURRENCY)
@@ -155,7 +189,8 @@ def main() -> None:
         servers.append(drift[0])
         print(
             f"model server: {backend}; sidecar workers: {args.workers}; {os.cpu_count()} cores; "
-            f"{args.seconds:.0f} s per point after 1 s of warm-up, closed loop"
+            f"{args.seconds:.0f} s per path and point, in {args.rounds} interleaved slices "
+            f"after {WARM_UP} s of warm-up each, closed loop"
         )
         header = (
             f"{'body':>6} {'conc':>4} | {'direct':>7} {'sidecar':>7} {'drift':>7} rps | "
@@ -169,9 +204,14 @@ def main() -> None:
             payload = body(shape, seed=1)
             request = request_bytes(f"/v2/models/{name}/infer", payload)
             for concurrency in args.concurrency:
-                direct = measure(model_port, request, concurrency, args.seconds)
-                sidecar = measure_sidecar(*plain, request, concurrency, args.seconds)
-                drifted = measure_sidecar(*drift, request, concurrency, args.seconds)
+                paths = {
+                    "direct": (model_port, None),
+                    "sidecar": (plain[1], plain),
+                    "drift": (drift[1], drift),
+                }
+                points = measure_point(paths, request, concurrency, args.seconds, args.rounds)
+                direct = points["direct"].load
+                sidecar, drifted = points["sidecar"], points["drift"]
                 results.append((label, concurrency, direct, sidecar, drifted))
                 print(row(label, concurrency, direct, sidecar, drifted), flush=True)
         print_goals(results)
