@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kube_helpers import wait_until
 from monitor_procs import MODEL, metric, model_server, post, start_sidecar
-from procs import http_status
+from procs import Server, free_port, http_status
 
 ECHO = "/v2/models/echo/infer"
 
@@ -252,3 +253,29 @@ def test_a_dead_analyst_fails_health_and_stop_never_waits_for_a_stuck_one(
         what="every child to be gone",
         timeout=10,
     )
+
+
+def test_requests_in_flight_are_answered_when_the_sidecar_is_stopped(tmp: Path) -> None:
+    """SIGTERM while a slow inference is in flight: its client still gets the answer, then the
+    sidecar exits and leaves no process behind."""
+    faults = Path(__file__).parent / "servers" / "v2_faults.py"
+    upstream_port = free_port()
+    slow = Server(
+        [sys.executable, str(faults), str(upstream_port), "--delay", "3"], tmp / "slow.log"
+    ).start()
+    try:
+        slow.wait_for(f"http://127.0.0.1:{upstream_port}/v2/health/ready")
+        server, config = start_sidecar(tmp, upstream_port, "draining")
+        assert server.proc is not None
+        family = children(server.proc.pid)
+        body = b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [1]}]}'
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(post, config["listen_port"], f"/v2/models/{MODEL}/infer", body)
+            time.sleep(1)  # the request is at the model server now
+            server.proc.send_signal(signal.SIGTERM)
+            status, _, data = answer.result(timeout=30)
+        assert status == 200 and b'"outputs"' in data
+        assert server.proc.wait(timeout=30) == 0
+        assert not any(Path(f"/proc/{pid}").exists() for pid in family)
+    finally:
+        slow.close()

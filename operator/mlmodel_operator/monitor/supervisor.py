@@ -4,9 +4,10 @@ proxy workers, serves the one metrics endpoint that sums all of them, and watche
 - A proxy worker that exits unexpectedly stops the sidecar (exit 1): the kubelet restarts it.
 - The analyst exiting turns every worker's /healthz to 503 (its flag in each hand-off), so the
   kubelet restarts the container; requests go on being served until then.
-- SIGTERM is passed on to every child; whatever has not exited after STOP_SECONDS is killed, so
-  stopping never blocks. Children die with the supervisor (PR_SET_PDEATHSIG) even if it is
-  killed outright.
+- SIGTERM is passed on to every child. A proxy worker has STOP_SECONDS["proxy"] to finish the
+  requests in flight (within a pod's default 30 s grace period), the analyst, which serves
+  nobody, STOP_SECONDS["analyst"]; then what is left is killed, so stopping never blocks.
+  Children die with the supervisor (PR_SET_PDEATHSIG) even if it is killed outright.
 
 The children are forked, not spawned: they share the imported modules' pages with the
 supervisor, and the hand-off's anonymous shared memory is mapped before the fork.
@@ -30,7 +31,7 @@ from mlmodel_operator.monitor.serving import run_worker
 from mlmodel_operator.monitor.settings import MonitorSettings
 
 log = logging.getLogger("mlmodel_operator.monitor")
-STOP_SECONDS = 5.0
+STOP_SECONDS = {"proxy": 25.0, "analyst": 2.0}
 REAP_SECONDS = 0.2
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NAME = 15
@@ -176,17 +177,18 @@ def _how(status: int) -> str:
 def _terminate(children: dict[int, str]) -> None:
     for pid in children:
         _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_SECONDS
-    while children and time.monotonic() < deadline:
-        for pid, _ in _reap():
-            children.pop(pid, None)
-        time.sleep(0.05)
-    for pid in children:
-        log.warning("process %d did not stop in %.0f s: killed", pid, STOP_SECONDS)
-        _signal(pid, signal.SIGKILL)
+    started = time.monotonic()
     while children:
         for pid, _ in _reap():
             children.pop(pid, None)
+        waited = time.monotonic() - started
+        for pid, role in list(children.items()):
+            if waited >= STOP_SECONDS.get(role, 2.0):
+                log.warning("the %s process %d did not stop in %.0f s: killed", role, pid, waited)
+                _signal(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+                children.pop(pid)
         if children:
             time.sleep(0.05)
 
