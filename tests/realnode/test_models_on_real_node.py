@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 
 from kube_helpers import TestCluster, wait_until
 from model_helpers import Models, condition
@@ -250,7 +251,15 @@ def test_mlserver_model_serves_through_the_service_and_the_sidecar(
         assert answer["model_name"] == name
         assert answer["outputs"][0]["data"] == [0, 1, 2]
     assert requests_counted(result["metrics"], name) >= REQUESTS
-    assert "mlmodel_drift_window_samples" in result["metrics"]
+    # Drift detection runs in the pod: its analyst process beats and uses the live baseline.
+    samples = {
+        (sample.name, sample.labels.get("source")): sample.value
+        for family in text_string_to_metric_families(result["metrics"])
+        for sample in family.samples
+        if sample.labels.get("model") == name
+    }
+    assert samples[("mlmodel_drift_worker_heartbeat_timestamp_seconds", None)] > 0
+    assert samples[("mlmodel_drift_reference_available", "live")] == 1
 
 
 def test_kserve_sklearn_custom_image_serves_through_the_sidecar(
