@@ -62,9 +62,9 @@ def scrape(port: int) -> str:
 def test_every_request_is_analysed_or_counted_as_dropped_under_a_flood(
     tmp: Path, model_port: int
 ) -> None:
-    """100 KB payloads as fast as 16 clients can send them, to an analyst whose hand-off is
-    small: every request is answered by the model, and each payload is either analysed or
-    dropped with a reason, none lost without a count."""
+    """100 KB payloads as fast as 16 clients can send them, to an analyst that is frozen and
+    whose hand-off is small: every request is answered by the model, and each payload is either
+    analysed (once the analyst goes on) or dropped with a reason, none lost without a count."""
     server, config = start_sidecar(
         tmp,
         model_port,
@@ -73,15 +73,22 @@ def test_every_request_is_analysed_or_counted_as_dropped_under_a_flood(
         queue_bytes=2**20,
         queue_size=16,
     )
+    assert server.proc is not None
     port, metrics_port = config["listen_port"], config["metrics_port"]
+    (analyst,) = (pid for pid, name in children(server.proc.pid).items() if "analyst" in name)
     image = echo_body(np.round(np.random.default_rng(0).random((1, 3, 64, 64)), 4))
     total = 400
     try:
+        # The analyst frozen outright: the proxy must not wait for it at all.
+        os.kill(analyst, signal.SIGSTOP)
         with ThreadPoolExecutor(16) as pool:
             statuses = list(pool.map(lambda _: post(port, ECHO, image)[0], range(total)))
         assert statuses == [200] * total
         labels = {"model": MODEL, "protocol": "v2", "status_class": "2xx"}
         assert metric(metrics_port, "mlmodel_requests_total", **labels) == total
+        dropped = "mlmodel_drift_dropped_payloads_total"
+        assert metric(metrics_port, dropped, reason="sampled") > total / 2
+        os.kill(analyst, signal.SIGCONT)
 
         def accounted() -> float:
             analysed = metric(metrics_port, "mlmodel_drift_analysed_payloads_total")
