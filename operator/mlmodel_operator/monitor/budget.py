@@ -8,25 +8,18 @@ when the request ends, whatever way it ends.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 
 class ByteBudget:
-    def __init__(self, capacity: int, on_change: Callable[[int], None] | None = None) -> None:
+    def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.used = 0
-        self._on_change = on_change
         self._waiters: list[asyncio.Future[None]] = []
-
-    def _set(self, used: int) -> None:
-        self.used = used
-        if self._on_change is not None:
-            self._on_change(used)
 
     def try_take(self, size: int) -> bool:
         if self.used + size > self.capacity:
             return False
-        self._set(self.used + size)
+        self.used += size
         return True
 
     async def take(self, size: int) -> None:
@@ -45,7 +38,7 @@ class ByteBudget:
     def give_back(self, size: int) -> None:
         if not size:
             return
-        self._set(self.used - size)
+        self.used -= size
         # Every waiter tries again; those that still do not fit wait for the next release.
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
