@@ -148,9 +148,12 @@ def _v2_tensors(tensors: Any, raw: memoryview | None, budget: int) -> tuple[Colu
         raise UnreadablePayload("no tensors")
     columns: Columns = {}
     offset, left, skipped = 0, budget, 0
-    for tensor in tensors:
+    for index, tensor in enumerate(tensors):
         if not isinstance(tensor, dict):
             raise UnreadablePayload("a tensor that is not an object")
+        if left == 0:  # the budget is spent: the tensors after it are counted, not read
+            skipped += sum(_declared_values(t) for t in tensors[index:])
+            break
         name = safe_label(tensor.get("name", "tensor"))
         shape = _shape(tensor.get("shape"), name)
         width = math.prod(shape[1:]) if shape else 1
@@ -161,14 +164,8 @@ def _v2_tensors(tensors: Any, raw: memoryview | None, budget: int) -> tuple[Colu
                 raise UnreadablePayload(f"tensor {name}: binary data missing")
             chunk = raw[offset : offset + size]
             offset += size
-            if take == 0:
-                skipped += math.prod(shape) if shape else 0
-                continue
             rows = _rows_of_binary(tensor.get("datatype"), chunk, shape, take, name)
         elif "data" in tensor:
-            if take == 0:
-                skipped += math.prod(shape) if shape else 0
-                continue
             rows = _rows_of_json(tensor["data"], shape, take, name)
         else:
             raise UnreadablePayload(f"tensor {name}: no data")
@@ -180,6 +177,14 @@ def _v2_tensors(tensors: Any, raw: memoryview | None, budget: int) -> tuple[Colu
         for feature, column in zip(column_names(name, width, take), by_column, strict=False):
             columns[feature] = [_text(v) for v in column] if text else list(column)
     return columns, skipped
+
+
+def _declared_values(tensor: Any) -> int:
+    """The values a tensor's shape declares; 0 for one whose shape is not a list of counts."""
+    shape = tensor.get("shape") if isinstance(tensor, dict) else None
+    if isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape):
+        return math.prod(shape)
+    return 0
 
 
 @functools.lru_cache(maxsize=1024)
