@@ -83,6 +83,11 @@ def format_memory(num_bytes: int) -> str:
     return min(candidates, key=len)
 
 
+def cpu_cores(text: str) -> Decimal:
+    """The cores in a CPU quantity matching CPU_PATTERN ("500m" -> 0.5, "2" -> 2)."""
+    return Decimal(text[:-1]) / 1000 if text.endswith("m") else Decimal(text)
+
+
 def format_cpu(text: str) -> str:
     """The canonical Kubernetes form of a CPU quantity matching CPU_PATTERN ("0.5" -> "500m")."""
     if text.endswith("m"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from typing import Any
 
 from mlmodel_operator import api
@@ -35,8 +34,7 @@ MEMORY_PER_EXTRA_WORKER_MI = 160  # its own max_buffered_bytes (96 MiB) and heap
 
 def sidecar_workers(cpu: str) -> int:
     """Proxy workers for a sidecar CPU request: one per whole CPU, at least one."""
-    cores = Decimal(cpu[:-1]) / 1000 if cpu.endswith("m") else Decimal(cpu)
-    return max(1, min(MAX_WORKERS, int(cores)))
+    return max(1, min(MAX_WORKERS, int(api.cpu_cores(cpu))))
 
 
 def monitor_enabled(spec: api.MLModelDeploymentSpec) -> bool:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mlmodel_operator.api import DriftSettings
-from mlmodel_operator.monitor.payloads import Columns
+from mlmodel_operator.monitor.payloads import DEFAULT_BUDGET, Columns
 from mlmodel_operator.monitor.stats import (
     CategoricalReference,
     NumericReference,
@@ -35,7 +35,6 @@ from mlmodel_operator.monitor.stats import (
 
 Reference = NumericReference | CategoricalReference
 MIN_SAMPLES = 100  # fewer values than this in a window (or the whole window if smaller) wait
-MAX_FEATURES = 64
 _INDEX = re.compile(r"\[(\d+)\]$")
 
 
@@ -87,7 +86,7 @@ class DriftDetector:
         self,
         settings: DriftSettings,
         reference_columns: dict[str, list[object]] | None = None,
-        max_features: int = MAX_FEATURES,
+        max_features: int = DEFAULT_BUDGET,
     ) -> None:
         self.settings = settings
         self.max_features = max_features

@@ -177,9 +177,6 @@ class Reader:
         self.socket = channel.receiver
         self.consumed = 0
 
-    def fileno(self) -> int:
-        return self.socket.fileno()
-
     def take(self) -> Exchange | None:
         """The next exchange, or None when none is waiting. The ring space is given back
         before the exchange is returned: it is a copy."""
