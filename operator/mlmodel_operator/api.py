@@ -169,6 +169,9 @@ FETCHED_URI_CEL = (
     f"has(self.model_uri) && self.model_uri.matches('^({'|'.join(FETCHED_SCHEMES)})://')"
 )
 DEFAULT_MODEL_SIZE_LIMIT = "20Gi"
+# LLM weights run from a few GB to several hundred (a 70B model in bfloat16 is 140 GB); the limit
+# is a cap on the volume, not a reservation, so a generous one costs nothing until it is used.
+DEFAULT_LLM_SIZE_LIMIT = "500Gi"
 # Ports the monitoring sidecar listens on in every model pod.
 SIDECAR_PROXY_PORT = 8480
 SIDECAR_METRICS_PORT = 9090
@@ -184,6 +187,7 @@ class ModelType(StrEnum):
     tensorflow = "tensorflow"
     onnx = "onnx"
     huggingface = "huggingface"
+    llm = "llm"
     custom = "custom"
 
 
@@ -344,9 +348,81 @@ class Monitoring(CRDModel):
     )
 
 
+class LLMDtype(StrEnum):
+    auto = "auto"
+    half = "half"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+    float = "float"
+    float32 = "float32"
+
+
+# Flags the operator sets itself from the rest of the spec; extra_args may not repeat them.
+LLM_RESERVED_FLAGS = ("model", "served-model-name", "port", "host", "tensor-parallel-size")
+_RESERVED_FLAG_PATTERN = "^--(" + "|".join(LLM_RESERVED_FLAGS) + ")(=.*)?$"
+DEFAULT_LLM_STARTUP_SECONDS = 1800
+LLMArg = Annotated[
+    str, Field(min_length=1, max_length=4096, description="One argument, as it would be typed.")
+]
+
+
+class LLMSettings(CRDModel):
+    """vLLM's OpenAI-compatible server, for model_type llm: the settings users change most.
+    Anything else goes in extra_args."""
+
+    max_model_len: StrictInt | None = Field(
+        None,
+        ge=16,
+        le=10_000_000,
+        description="Longest context (prompt plus completion, in tokens) the server accepts: "
+        "vLLM's --max-model-len. Unset: the model's own, which may need more KV cache than the "
+        "GPUs hold.",
+    )
+    dtype: LLMDtype | None = Field(
+        None,
+        description="Weights and activations type: vLLM's --dtype (auto, half, float16, "
+        "bfloat16, float, float32). Unset: auto (the model's own, float16 for float32 models).",
+    )
+    gpu_memory_utilization: StrictFloat | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Share of each GPU's memory vLLM may use for weights, activations and KV "
+        "cache: vLLM's --gpu-memory-utilization. Unset: vLLM's default (0.9).",
+    )
+    extra_args: list[LLMArg] = Field(
+        default_factory=list,
+        max_length=64,
+        description="More arguments for vLLM's server, as they would be typed, one per item "
+        "(['--enable-prefix-caching', '--max-num-seqs=128']). Not the flags the operator sets: "
+        f"{', '.join('--' + f for f in LLM_RESERVED_FLAGS)}.",
+    )
+    startup_timeout_seconds: StrictInt = Field(
+        DEFAULT_LLM_STARTUP_SECONDS,
+        ge=60,
+        le=86_400,
+        description="How long the server may take to load its weights and become ready before "
+        "the pod is restarted (the startup probe's budget). Large models on slow disks need "
+        "more.",
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.extra_args) || "
+            f"self.extra_args.all(a, !a.matches('{_RESERVED_FLAG_PATTERN}'))",
+            message="extra_args must not set "
+            f"{', '.join('--' + f for f in LLM_RESERVED_FLAGS)}: the operator sets them from "
+            "model_uri, the resource's name, the runtime's port and gpu_allocation",
+            holds=lambda s: not any(re.match(_RESERVED_FLAG_PATTERN, a) for a in s.extra_args),
+            field_path=".extra_args",
+            reason="FieldValueForbidden",
+        ),
+    )
+
+
 class Storage(CRDModel):
-    """How the storage initializer downloads model_uri (s3://, gs://, https://) into the
-    model pod's volume. Credentials reach the initializer only, never the model server."""
+    """How the storage initializer downloads model_uri (s3://, gs://, https://, hf://) into
+    the model pod's volume. Credentials reach the initializer only, never the model server."""
 
     secret_name: Annotated[str, Field(max_length=253, pattern=OBJECT_NAME_PATTERN)] | None = Field(
         None,
@@ -354,8 +430,8 @@ class Storage(CRDModel):
         "environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (AWS_SESSION_TOKEN, "
         "AWS_REGION, AWS_ROLE_ARN) for s3://; GOOGLE_CREDENTIALS_JSON (a service-account "
         "key or workload identity federation configuration) for gs://; HTTP_AUTHORIZATION "
-        "(an Authorization header) for https://. Unset: the ServiceAccount's identity, or "
-        "anonymous access.",
+        "(an Authorization header) for https://; HF_TOKEN (a Hugging Face access token) "
+        "for hf://. Unset: the ServiceAccount's identity, or anonymous access.",
     )
     endpoint_url: Annotated[str, Field(max_length=2048, pattern=ENDPOINT_URL_PATTERN)] | None = (
         Field(
@@ -379,17 +455,12 @@ class Storage(CRDModel):
         description="Audience of the ServiceAccount token given to the initializer (AWS: "
         "sts.amazonaws.com; GCP: the workload identity provider's audience).",
     )
-    size_limit: str = Field(
-        DEFAULT_MODEL_SIZE_LIMIT,
-        max_length=32,
-        pattern=MEMORY_PATTERN,
+    size_limit: Annotated[str, Field(max_length=32, pattern=MEMORY_PATTERN)] | None = Field(
+        None,
         description="Size limit of the volume the model is downloaded into (same units as "
-        "memory_requirements). A model larger than this is refused before it is downloaded.",
+        f"memory_requirements). A model larger than this is refused before it is downloaded. "
+        f"Unset: {DEFAULT_MODEL_SIZE_LIMIT}, or {DEFAULT_LLM_SIZE_LIMIT} for model_type llm.",
     )
-
-    @property
-    def size_limit_bytes(self) -> int:
-        return parse_memory(self.size_limit)  # MEMORY_PATTERN is what parse_memory accepts
 
 
 class RolloutStrategy(StrEnum):
@@ -433,6 +504,22 @@ class RolloutAnalysis(CRDModel):
         True,
         description="The new version's drift detector reporting drift in the window fails the "
         "step (only while monitoring.drift_detection is active).",
+    )
+    max_p99_time_to_first_token_seconds: StrictFloat | None = Field(
+        None,
+        gt=0,
+        le=3600,
+        description="model_type llm: 99th percentile time to the first token of the new "
+        "version's streamed completions above which the step fails. A step with no streamed "
+        "completion in the window is Inconclusive. Unset: not judged.",
+    )
+    max_p99_inter_token_latency_seconds: StrictFloat | None = Field(
+        None,
+        gt=0,
+        le=3600,
+        description="model_type llm: 99th percentile time between successive tokens of the new "
+        "version's streamed completions above which the step fails. A step with no streamed "
+        "tokens in the window is Inconclusive. Unset: not judged.",
     )
 
 
@@ -508,6 +595,7 @@ class AutoscalingMetric(StrEnum):
     cpu = "cpu"
     memory = "memory"
     gpu_utilization = "gpu_utilization"
+    queue = "queue"
 
 
 # Metrics the target of which is a percentage, and those read from Prometheus-style metrics.
@@ -535,13 +623,14 @@ class Autoscaling(CRDModel):
         description="What is scaled on: concurrency (requests in flight per replica) or rps "
         "(requests per second per replica), from the monitoring sidecar's metrics; cpu or "
         "memory (percent of the replica's request); gpu_utilization (percent, from NVIDIA "
-        "DCGM's DCGM_FI_DEV_GPU_UTIL).",
+        "DCGM's DCGM_FI_DEV_GPU_UTIL); queue (model_type llm: requests waiting in vLLM's "
+        "scheduler per replica, vllm:num_requests_waiting).",
     )
     target: StrictFloat = Field(
         gt=0,
         le=1_000_000,
         description="Target per replica: requests in flight (concurrency), requests per second "
-        "(rps), or a whole percent (cpu, memory, gpu_utilization).",
+        "(rps), requests waiting (queue), or a whole percent (cpu, memory, gpu_utilization).",
     )
     scale_down_delay_seconds: StrictInt = Field(
         300,
@@ -561,10 +650,11 @@ class Autoscaling(CRDModel):
         ),
         Rule(
             cel="!has(self.min_replicas) || self.min_replicas > 0 || "
-            "(has(self.metric) && !(self.metric in ['cpu', 'memory']))",
+            "(has(self.metric) && !(self.metric in ['cpu', 'memory', 'queue']))",
             message="min_replicas 0 needs a metric that can tell an idle model (concurrency, rps, "
-            "gpu_utilization): cpu and memory autoscalers never scale to zero",
-            holds=lambda a: a.min_replicas > 0 or a.metric not in ("cpu", "memory"),
+            "gpu_utilization): cpu and memory autoscalers never scale to zero, and an empty "
+            "queue does not mean an idle model",
+            holds=lambda a: a.min_replicas > 0 or a.metric not in ("cpu", "memory", "queue"),
             field_path=".min_replicas",
             reason="FieldValueInvalid",
         ),
@@ -592,14 +682,15 @@ class MLModelDeploymentSpec(CRDModel):
     model_type: ModelType = Field(
         description="Model framework; chooses the serving runtime (Triton for neural_network, "
         "onnx, tensorflow, pytorch; MLServer for sklearn, xgboost, lightgbm; the Hugging Face "
-        "server for huggingface; `image` for custom).",
+        "server for huggingface; vLLM's OpenAI-compatible server for llm; `image` for custom).",
     )
     model_uri: Annotated[str, Field(max_length=2048, pattern=MODEL_URI_PATTERN)] | None = Field(
         None,
         description="Where the model artifact lives: s3://, gs://, https://, pvc://<claim>/<path> "
-        "or hf://<repo>. Unset: the server starts with an empty model repository and no model "
-        "loaded (Triton in explicit model-control mode, to load models through its repository "
-        "API); a custom image serves what it holds. Required for huggingface.",
+        "or hf://<org>/<name>[@<revision>] (downloaded by the storage initializer). Unset: the "
+        "server starts with an empty model repository and no model loaded (Triton in explicit "
+        "model-control mode, to load models through its repository API); a custom image "
+        "serves what it holds. Required for huggingface and llm.",
     )
     model_version: Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)] | None = Field(
         None,
@@ -634,6 +725,11 @@ class MLModelDeploymentSpec(CRDModel):
         description="How a new model_version is rolled out: a rolling update, or canary steps "
         "judged on live metrics with automatic rollback.",
     )
+    llm: LLMSettings | None = Field(
+        None,
+        description="vLLM settings for model_type llm (context length, dtype, GPU memory share, "
+        "extra arguments, start-up budget). Only with model_type llm.",
+    )
     autoscaling: Autoscaling | None = Field(
         None,
         description="Autoscale the model server (see the README's Autoscaling). While set, "
@@ -656,6 +752,51 @@ class MLModelDeploymentSpec(CRDModel):
             holds=lambda s: s.model_type != ModelType.huggingface or s.model_uri is not None,
             field_path=".model_uri",
             reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="self.model_type != 'llm' || has(self.model_uri)",
+            message="model_uri is required when model_type is llm: vLLM's image holds no model "
+            "(hf://<org>/<name>, pvc://<claim>/<path> or a storage URI)",
+            holds=lambda s: s.model_type != ModelType.llm or s.model_uri is not None,
+            field_path=".model_uri",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            cel="!has(self.llm) || self.model_type == 'llm'",
+            message="llm is only for model_type llm",
+            holds=lambda s: s.llm is None or s.model_type == ModelType.llm,
+            field_path=".llm",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel="self.model_type == 'llm' || !has(self.rollout.analysis) || "
+            "(!has(self.rollout.analysis.max_p99_time_to_first_token_seconds) && "
+            "!has(self.rollout.analysis.max_p99_inter_token_latency_seconds))",
+            message="rollout.analysis.max_p99_time_to_first_token_seconds and "
+            "max_p99_inter_token_latency_seconds are only for model_type llm: other models "
+            "answer in one piece",
+            holds=lambda s: (
+                s.model_type == ModelType.llm
+                or (
+                    s.rollout.analysis.max_p99_time_to_first_token_seconds is None
+                    and s.rollout.analysis.max_p99_inter_token_latency_seconds is None
+                )
+            ),
+            field_path=".rollout.analysis",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            cel="!has(self.autoscaling) || !has(self.autoscaling.metric) || "
+            "self.autoscaling.metric != 'queue' || self.model_type == 'llm'",
+            message="autoscaling.metric queue is only for model_type llm: it is vLLM's "
+            "vllm:num_requests_waiting",
+            holds=lambda s: (
+                s.autoscaling is None
+                or s.autoscaling.metric != AutoscalingMetric.queue
+                or s.model_type == ModelType.llm
+            ),
+            field_path=".autoscaling.metric",
+            reason="FieldValueInvalid",
         ),
         Rule(
             cel="!has(self.port) || self.model_type == 'custom'",
@@ -685,7 +826,7 @@ class MLModelDeploymentSpec(CRDModel):
         Rule(
             cel=f"!has(self.storage.secret_name) || ({FETCHED_URI_CEL})",
             message="storage.secret_name is only for a model_uri the storage initializer "
-            "downloads (s3://, gs://, https://)",
+            "downloads (s3://, gs://, https://, hf://)",
             holds=lambda s: s.storage.secret_name is None or is_fetched(s.model_uri),
             field_path=".storage.secret_name",
             reason="FieldValueForbidden",
@@ -693,7 +834,7 @@ class MLModelDeploymentSpec(CRDModel):
         Rule(
             cel=f"!has(self.storage.service_account_name) || ({FETCHED_URI_CEL})",
             message="storage.service_account_name is only for a model_uri the storage "
-            "initializer downloads (s3://, gs://, https://)",
+            "initializer downloads (s3://, gs://, https://, hf://)",
             holds=lambda s: s.storage.service_account_name is None or is_fetched(s.model_uri),
             field_path=".storage.service_account_name",
             reason="FieldValueForbidden",
@@ -754,6 +895,14 @@ class MLModelDeploymentSpec(CRDModel):
             reason="FieldValueInvalid",
         ),
     )
+
+
+def model_size_limit(spec: MLModelDeploymentSpec) -> int:
+    """Bytes the model volume may hold: storage.size_limit, or the default for the model type."""
+    if spec.storage.size_limit is not None:
+        return parse_memory(spec.storage.size_limit)
+    llm = spec.model_type == ModelType.llm
+    return parse_memory(DEFAULT_LLM_SIZE_LIMIT if llm else DEFAULT_MODEL_SIZE_LIMIT)
 
 
 # --- status -------------------------------------------------------------------------------------

@@ -29,7 +29,14 @@ class Runtime(BaseModel):
     image: str
     port: int = Field(ge=1, le=65535, description="HTTP inference port")
     metrics_port: int | None = Field(None, description="the server's own Prometheus port")
-    protocol: Literal["v2", "v1"] = Field("v2", description="REST protocol: OIP v2 or KServe v1")
+    metrics_path: str | None = Field(
+        None,
+        description="path of the server's own Prometheus metrics on its HTTP port, which the "
+        "sidecar adds to its own scrape (one target per pod gives both)",
+    )
+    protocol: Literal["v2", "v1", "openai"] = Field(
+        "v2", description="REST protocol: OIP v2, KServe v1 or OpenAI"
+    )
     readiness_path: str | None = Field(
         None, description="HTTP GET path ({model}: the model's name); None probes the port"
     )
@@ -37,7 +44,6 @@ class Runtime(BaseModel):
     # How the model location reaches the server: a command-line flag or an environment variable.
     model_flag: str | None = None
     model_env: str | None = None
-    hub_flag: str | None = Field(None, description="flag that takes an hf:// repository id")
     command: list[str] = Field(default_factory=list)
     args: list[str] = Field(default_factory=list)
     args_without_model: list[str] = Field(
@@ -89,7 +95,22 @@ DEFAULT_RUNTIMES: dict[str, Runtime] = {
         liveness_path="/v2/health/live",
         args=["--http_port=8080"],
         model_flag="--model_dir",
-        hub_flag="--model_id",
+    ),
+    # vLLM's OpenAI-compatible server. The module, not the `vllm serve` entry point: the module
+    # runs in every vLLM image, including builds installed without package metadata.
+    "vllm": Runtime(
+        name="vllm",
+        image="docker.io/vllm/vllm-openai:v0.32.0",
+        port=8000,
+        protocol="openai",
+        # /health answers as soon as the process is up; /v1/models once the model is served.
+        readiness_path="/v1/models",
+        liveness_path="/health",
+        metrics_path="/metrics",
+        command=["python3", "-m", "vllm.entrypoints.openai.api_server"],
+        model_flag="--model",
+        # The weights are in the pod: never ask a hub for them, nor send usage reports out.
+        env={"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"},
     ),
     "custom": Runtime(
         name="custom",
@@ -108,6 +129,7 @@ RUNTIME_FOR_MODEL_TYPE: dict[ModelType, str] = {
     ModelType.xgboost: "mlserver",
     ModelType.lightgbm: "mlserver",
     ModelType.huggingface: "huggingface",
+    ModelType.llm: "vllm",
     ModelType.custom: "custom",
 }
 

@@ -176,10 +176,11 @@ def test_restricted_pod_security() -> None:
         ("sklearn", "docker.io/seldonio/mlserver", 8080),
         ("xgboost", "docker.io/seldonio/mlserver", 8080),
         ("huggingface", "docker.io/kserve/huggingfaceserver", 8080),
+        ("llm", "docker.io/vllm/vllm-openai", 8000),
     ],
 )
 def test_runtime_catalog_by_model_type(model_type: str, image_prefix: str, port: int) -> None:
-    uri = {"model_uri": "hf://org/bert"} if model_type == "huggingface" else {}
+    uri = {"model_uri": "hf://org/bert"} if model_type in ("huggingface", "llm") else {}
     server = children(spec(model_type=model_type, **uri))["Deployment"]["spec"]["template"]["spec"][
         "containers"
     ][0]
@@ -219,7 +220,9 @@ def test_installation_catalog_overrides(tmp_path: Any) -> None:
         ("neural_network", None, "--model-repository=/mnt/models", None, None),
         ("onnx", "pvc://models/resnet", "--model-repository=/mnt/models/resnet", None, "models"),
         ("sklearn", "gs://b/iris", None, ("MLSERVER_MODEL_URI", "/mnt/models"), None),
-        ("huggingface", "hf://org/bert", "--model_id=org/bert", None, None),
+        # hf:// too, for every runtime: the token reaches the initializer alone.
+        ("huggingface", "hf://org/bert", "--model_dir=/mnt/models", None, None),
+        ("llm", "hf://org/llama@main", "--model=/mnt/models", None, None),
         ("custom", "https://x/y", None, ("MODEL_URI", "/mnt/models"), None),
     ],
 )

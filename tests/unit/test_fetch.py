@@ -28,6 +28,9 @@ SETTINGS = BuildSettings(runtimes=dict(DEFAULT_RUNTIMES), monitor_image="ours:1"
         ("s3://models", ("s3", "models", "")),
         ("gs://bucket/a/model.joblib", ("gs", "bucket", "a/model.joblib")),
         ("https://host:8443/files/model.onnx?sig=x", ("https", "host", "files/model.onnx")),
+        ("hf://org/name", ("hf", "org/name", "")),
+        ("hf://gpt2@v1.0", ("hf", "gpt2", "v1.0")),
+        ("hf://Org-1/llama_3.1@8f3e2a", ("hf", "Org-1/llama_3.1", "8f3e2a")),
     ],
 )
 def test_parse(uri: str, location: tuple[str, str, str]) -> None:
@@ -36,7 +39,9 @@ def test_parse(uri: str, location: tuple[str, str, str]) -> None:
     assert parsed.uri == uri
 
 
-@pytest.mark.parametrize("uri", ["s3://", "gs:///key", "hf://org/model", "pvc://claim/x", "x"])
+@pytest.mark.parametrize(
+    "uri", ["s3://", "gs:///key", "hf://", "hf://a/b/c", "hf://org/m@", "pvc://claim/x", "x"]
+)
 def test_parse_refuses(uri: str) -> None:
     with pytest.raises(ValueError, match=uri.split("?")[0]):
         parse(uri)
@@ -49,7 +54,7 @@ def test_parse_refuses(uri: str) -> None:
         ("gs://b/k", True),
         ("https://h/m", True),
         ("pvc://c/m", False),
-        ("hf://org/m", False),
+        ("hf://org/m", True),
         (None, False),
     ],
 )
@@ -121,7 +126,7 @@ def test_a_bad_argument_is_one_line_in_the_termination_log(tmp_path: Path) -> No
     log = tmp_path / "termination-log"
     code = main(["ftp://x/y", str(tmp_path), f"--termination-log={log}"])
     assert code == 1
-    assert log.read_text() == "ftp://x/y: not a URI the fetcher downloads (s3, gs, https)\n"
+    assert log.read_text() == "ftp://x/y: not a URI the fetcher downloads (s3, gs, https, hf)\n"
     code = main(["s3://b/k", str(tmp_path / "absent"), f"--termination-log={log}"])
     assert code == 1
     assert log.read_text() == f"{tmp_path / 'absent'}: no such directory\n"
@@ -225,11 +230,10 @@ def test_the_fetcher_container_is_restricted_small_and_reports_its_reason() -> N
     "fields",
     [
         {"model_type": "sklearn", "model_uri": "pvc://claim/iris"},
-        {"model_type": "huggingface", "model_uri": "hf://org/bert"},
         {"model_type": "onnx"},
         {"model_type": "custom", "image": "acme/model:1"},
     ],
-    ids=["pvc", "hf", "no-model", "custom-image"],
+    ids=["pvc", "no-model", "custom-image"],
 )
 def test_no_fetcher_where_nothing_is_downloaded(fields: dict[str, Any]) -> None:
     template = pod_for(**fields)

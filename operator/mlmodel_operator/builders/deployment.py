@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from mlmodel_operator import api
@@ -10,6 +11,7 @@ from mlmodel_operator.builders.fetch import (
     build_fetch_container,
     model_volume,
 )
+from mlmodel_operator.builders.llm import shm_volume, startup_budget_seconds, vllm_args
 from mlmodel_operator.builders.meta import (
     RESTRICTED_CONTAINER_SECURITY,
     Owner,
@@ -46,8 +48,6 @@ def model_location(
     uri = spec.model_uri
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
-    if uri and uri.startswith("hf://") and runtime.hub_flag:
-        return [f"{runtime.hub_flag}={uri.removeprefix('hf://')}"], {}, volumes, mounts
     empty = serves_no_model(spec)
     if empty:
         # An empty, writable repository: the path the server is given exists, and a server
@@ -66,12 +66,13 @@ def model_location(
         location = f"{MODEL_DIR}/{sub_path}".rstrip("/")
     elif is_fetched(uri):
         # Downloaded by the storage initializer, for every runtime (Triton, which could read
-        # s3:// and gs:// itself, too): so the credentials reach the initializer alone.
+        # s3:// and gs:// itself, and the Hugging Face servers hf://, too): so the credentials
+        # reach the initializer alone, and the size limit is checked before any byte is written.
         volumes.append(model_volume(spec))
         mounts.append({"name": "model-store", "mountPath": MODEL_DIR, "readOnly": True})
         location = MODEL_DIR
     else:
-        location = uri  # hf:// for a runtime without a hub flag goes as it is
+        location = uri
     args = [f"{runtime.model_flag}={location}"] if runtime.model_flag else []
     if empty:
         args += runtime.args_without_model
@@ -137,6 +138,13 @@ def build_model_container(
     if runtime.name == "mlserver":
         env["MLSERVER_MODEL_NAME"] = owner.name
         env["MLSERVER_MODEL_IMPLEMENTATION"] = MLSERVER_IMPLEMENTATIONS[spec.model_type]
+    startup_seconds = STARTUP_PROBE_BUDGET_SECONDS
+    if spec.model_type == api.ModelType.llm:
+        loc_args += vllm_args(owner.name, spec, port)
+        shm, shm_mount = shm_volume(spec)
+        volumes.append(shm)
+        mounts.append(shm_mount)
+        startup_seconds = startup_budget_seconds(spec)
     ports = [{"name": "model-http", "containerPort": port, "protocol": "TCP"}]
     if runtime.metrics_port:
         ports.append(
@@ -151,7 +159,7 @@ def build_model_container(
         "startupProbe": _probe(
             ready_path,
             periodSeconds=10,
-            failureThreshold=STARTUP_PROBE_BUDGET_SECONDS // 10,
+            failureThreshold=math.ceil(startup_seconds / 10),
         ),
         "readinessProbe": _probe(ready_path, periodSeconds=5, failureThreshold=3),
         "livenessProbe": _probe(

@@ -20,7 +20,7 @@ EKS_SKIP_CONTAINERS = "eks.amazonaws.com/skip-containers"
 
 
 def model_volume(spec: api.MLModelDeploymentSpec) -> dict[str, Any]:
-    size = api.format_memory(spec.storage.size_limit_bytes)
+    size = api.format_memory(api.model_size_limit(spec))
     return {"name": MODEL_VOLUME, "emptyDir": {"sizeLimit": size}}
 
 
@@ -30,7 +30,7 @@ def build_fetch_container(
     """The init container and the volumes only it mounts (the ServiceAccount token)."""
     assert spec.model_uri is not None
     storage = spec.storage
-    args = [spec.model_uri, MODEL_DIR, f"--size-limit={storage.size_limit_bytes}"]
+    args = [spec.model_uri, MODEL_DIR, f"--size-limit={api.model_size_limit(spec)}"]
     if storage.endpoint_url:
         args.append(f"--endpoint-url={storage.endpoint_url}")
     env = [{"name": "HOME", "value": "/tmp"}]

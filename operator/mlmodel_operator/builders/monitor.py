@@ -51,6 +51,7 @@ def monitor_settings(
         upstream=f"http://127.0.0.1:{port}",
         upstream_ready_path=runtime.readiness_for(owner.name),
         protocol=runtime.protocol,
+        upstream_metrics_path=runtime.metrics_path,
         performance_tracking=monitoring.performance_tracking == "enabled",
         drift=monitoring.drift if monitoring.drift_detection == "active" else None,
         workers=sidecar_workers(monitoring.sidecar_cpu),

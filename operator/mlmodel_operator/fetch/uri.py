@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-# Sources the storage initializer downloads. pvc:// is mounted and hf:// is fetched by the
-# Hugging Face server itself; neither goes through the fetcher.
-FETCHED_SCHEMES = ("s3", "gs", "https")
+# Sources the storage initializer downloads; pvc:// is mounted instead.
+FETCHED_SCHEMES = ("s3", "gs", "https", "hf")
+# The Hub's rule for an organisation or repository name.
+HF_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,94}[A-Za-z0-9])?$")
 
 
 @dataclass(frozen=True)
 class Location:
-    """Where a model lives: a bucket and a key (or key prefix), or for https the whole URL."""
+    """Where a model lives: a bucket and a key (or key prefix); for https the whole URL; for
+    hf a repository id and a revision."""
 
     uri: str
     scheme: str
-    bucket: str  # the host for https
-    key: str  # no leading "/"; empty for a whole bucket
+    bucket: str  # the host for https, the repository id (org/name) for hf
+    key: str  # no leading "/"; empty for a whole bucket; the revision for hf ("" for main)
 
 
 def is_fetched(uri: str | None) -> bool:
@@ -26,7 +29,8 @@ def is_fetched(uri: str | None) -> bool:
 
 
 def parse(uri: str) -> Location:
-    """s3://bucket/key, gs://bucket/key or https://host/path; ValueError for anything else."""
+    """s3://bucket/key, gs://bucket/key, https://host/path or hf://org/name[@revision];
+    ValueError for anything else."""
     scheme, sep, rest = uri.partition("://")
     if not sep or scheme not in FETCHED_SCHEMES:
         raise ValueError(f"{uri}: not a URI the fetcher downloads ({', '.join(FETCHED_SCHEMES)})")
@@ -35,6 +39,14 @@ def parse(uri: str) -> Location:
         if not parts.hostname:
             raise ValueError(f"{uri}: no host")
         return Location(uri, scheme, parts.hostname, parts.path.lstrip("/"))
+    if scheme == "hf":
+        repo, _, revision = rest.partition("@")
+        parts = repo.split("/")
+        if not 1 <= len(parts) <= 2 or not all(HF_NAME.match(part) for part in parts):
+            raise ValueError(f"{uri}: not a Hugging Face repository (hf://<org>/<name>[@<rev>])")
+        if "@" in rest and not revision:
+            raise ValueError(f"{uri}: empty revision after @")
+        return Location(uri, scheme, repo, revision)
     bucket, _, key = rest.partition("/")
     if not bucket:
         raise ValueError(f"{uri}: no bucket")

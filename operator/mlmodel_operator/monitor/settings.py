@@ -27,7 +27,10 @@ class MonitorSettings(BaseModel):
     upstream: str  # the model server in the same pod, e.g. http://127.0.0.1:8000
     # GET path on the model server that answers 200 when it is ready; None: a TCP connect.
     upstream_ready_path: str | None = "/v2/health/ready"
-    protocol: Literal["v2", "v1"] = "v2"
+    protocol: Literal["v2", "v1", "openai"] = "v2"
+    # The model server's own Prometheus metrics on its HTTP port (vLLM's /metrics), added to
+    # the sidecar's scrape; None: the sidecar's metrics alone.
+    upstream_metrics_path: str | None = None
     listen_host: str = "0.0.0.0"
     listen_port: int = SIDECAR_PROXY_PORT
     metrics_port: int = SIDECAR_METRICS_PORT
