@@ -964,6 +964,16 @@ class AnalysisRecord(BaseModel):
         None, alias="p99LatencySeconds", description="Their 99th percentile latency."
     )
     drift: bool | None = Field(None, description="Whether its drift detector reported drift.")
+    p99_time_to_first_token_seconds: float | None = Field(
+        None,
+        alias="p99TimeToFirstTokenSeconds",
+        description="model_type llm: the 99th percentile time to first token of its streams.",
+    )
+    p99_inter_token_latency_seconds: float | None = Field(
+        None,
+        alias="p99InterTokenLatencySeconds",
+        description="model_type llm: the 99th percentile time between tokens of its streams.",
+    )
     message: str = Field("", description="Why this result, with the stable version's figures.")
     time: str = Field(description="When it was judged (RFC 3339).")
 

@@ -42,9 +42,11 @@ def measure(
     window_seconds: int,
     at: float,
     timeout: float = 10.0,
+    llm: bool = False,
 ) -> WindowMetrics:
-    """One version's figures over the `window_seconds` before `at` (Unix time), all four
-    queries within `timeout` seconds in all."""
+    """One version's figures over the `window_seconds` before `at` (Unix time), all the
+    queries within `timeout` seconds in all; with `llm`, its streams' TTFT and inter-token
+    latency too."""
     deadline = time.monotonic() + timeout
     args = (namespace, model, version, window_seconds)
     with requests.Session() as session:
@@ -57,12 +59,22 @@ def measure(
         errors = query(queries.errors(*args)) or 0.0
         p99 = query(queries.p99_latency(*args)) if total > 0 else None
         drift = query(queries.drift(*args))
+        streams: dict[str, tuple[float, float | None]] = {}
+        for name in (queries.TTFT_METRIC, queries.ITL_METRIC) if llm else ():
+            count = query(queries.observations(name, *args)) or 0.0
+            p99_of = query(queries.p99_of(name, *args)) if count > 0 else None
+            streams[name] = (
+                count,
+                p99_of if p99_of is not None and math.isfinite(p99_of) else None,
+            )
     return WindowMetrics(
         requests=total,
         errors=errors,
         p99_latency_seconds=p99 if p99 is not None and math.isfinite(p99) else None,
         drift=None if drift is None else drift >= 1,
         version=version,
+        time_to_first_token=streams.get(queries.TTFT_METRIC),
+        inter_token_latency=streams.get(queries.ITL_METRIC),
     )
 
 

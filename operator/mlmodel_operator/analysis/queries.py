@@ -14,6 +14,8 @@ from __future__ import annotations
 REQUESTS_METRIC = "mlmodel_requests_total"
 LATENCY_BUCKETS_METRIC = "mlmodel_request_duration_seconds_bucket"
 DRIFT_METRIC = "mlmodel_drift_detected"
+TTFT_METRIC = "mlmodel_llm_time_to_first_token_seconds"
+ITL_METRIC = "mlmodel_llm_inter_token_latency_seconds"
 ERROR_CLASS = "5xx"
 
 # Inside a double-quoted PromQL string (Go's escapes): a backslash or a quote would end or bend
@@ -52,6 +54,24 @@ def p99_latency(namespace: str, model: str, version: str, window_seconds: int) -
         "histogram_quantile(0.99, sum by (le) "
         f"(increase({LATENCY_BUCKETS_METRIC}{match}[{window_seconds}s])))"
     )
+
+
+def p99_of(histogram: str, namespace: str, model: str, version: str, window_seconds: int) -> str:
+    """The 99th percentile of one of the sidecar's histograms (TTFT_METRIC, ITL_METRIC) over the
+    version's pods in the window."""
+    match = selector(namespace, model, version)
+    return (
+        "histogram_quantile(0.99, sum by (le) "
+        f"(increase({histogram}_bucket{match}[{window_seconds}s])))"
+    )
+
+
+def observations(
+    histogram: str, namespace: str, model: str, version: str, window_seconds: int
+) -> str:
+    """How many values the histogram took in the window (streamed answers, token gaps)."""
+    match = selector(namespace, model, version)
+    return f"sum(increase({histogram}_count{match}[{window_seconds}s]))"
 
 
 def drift(namespace: str, model: str, version: str, window_seconds: int) -> str:

@@ -23,6 +23,9 @@ class WindowMetrics:
     p99_latency_seconds: float | None  # None: no requests
     drift: bool | None  # None: no drift series (drift detection off)
     version: str = ""  # the model_version measured, for messages
+    # (observations, p99 seconds or None) of the streamed answers; None: not measured.
+    time_to_first_token: tuple[float, float | None] | None = None
+    inter_token_latency: tuple[float, float | None] | None = None
 
     @property
     def error_ratio(self) -> float | None:
@@ -47,6 +50,8 @@ class Verdict:
             error_ratio=canary.error_ratio if canary else None,
             p99_latency_seconds=canary.p99_latency_seconds if canary else None,
             drift=canary.drift if canary else None,
+            p99_time_to_first_token_seconds=_p99(canary.time_to_first_token) if canary else None,
+            p99_inter_token_latency_seconds=_p99(canary.inter_token_latency) if canary else None,
             message=self.message,
             time=time,
         )
@@ -70,6 +75,27 @@ def judge(
             canary,
         )
     over = f"over {_count(canary.requests)} requests to {name} {window}"
+    # (label, field, threshold, p99) of each streaming gate that is set.
+    thresholds = (
+        analysis.max_p99_time_to_first_token_seconds,
+        analysis.max_p99_inter_token_latency_seconds,
+    )
+    measured = (canary.time_to_first_token, canary.inter_token_latency)
+    streams = [
+        (label, field, threshold, _p99(figures))
+        for (label, field), threshold, figures in zip(
+            STREAM_GATES, thresholds, measured, strict=True
+        )
+        if threshold is not None
+    ]
+    for label, field, _threshold, stream_p99 in streams:
+        if stream_p99 is None:
+            return Verdict(
+                api.AnalysisResult.Inconclusive,
+                f"no {label} measured for {name} {window} (no streamed completion with "
+                f"generated text): {field} cannot be judged{context}",
+                canary,
+            )
     ratio, p99 = canary.error_ratio, canary.p99_latency_seconds
     broken = []
     if ratio is not None and ratio > analysis.max_error_ratio:
@@ -79,6 +105,9 @@ def judge(
             f"p99 latency {_num(p99)}s > max_p99_latency_seconds "
             f"{analysis.max_p99_latency_seconds:g}"
         )
+    for label, field, threshold, stream_p99 in streams:
+        if stream_p99 is not None and stream_p99 > threshold:
+            broken.append(f"p99 {label} {_num(stream_p99)}s > {field} {threshold:g}")
     if analysis.fail_on_drift and canary.drift is True:
         broken.append("drift detected (fail_on_drift)")
     if broken:
@@ -89,9 +118,20 @@ def judge(
         if p99 is not None
         else "p99 latency unknown",
     ]
+    held += [f"p99 {label} {_num(p)}s <= {t:g}" for label, _f, t, p in streams if p is not None]
     if canary.drift is not None:
         held.append("drift detected, fail_on_drift off" if canary.drift else "no drift")
     return Verdict(api.AnalysisResult.Pass, f"{', '.join(held)} {over}{context}", canary)
+
+
+STREAM_GATES = (
+    ("time to first token", "max_p99_time_to_first_token_seconds"),
+    ("inter-token latency", "max_p99_inter_token_latency_seconds"),
+)
+
+
+def _p99(measured: tuple[float, float | None] | None) -> float | None:
+    return measured[1] if measured is not None else None
 
 
 def _describe(stable: WindowMetrics) -> str:

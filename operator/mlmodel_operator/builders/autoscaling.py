@@ -28,8 +28,11 @@ REQUESTS_METRIC = "mlmodel_requests_total"
 # What prometheus-adapter's default rule names a counter's per-second rate (`_total` dropped).
 REQUEST_RATE_METRIC = "mlmodel_requests"
 GPU_UTIL_METRIC = "DCGM_FI_DEV_GPU_UTIL"
+# vLLM's requests waiting for a place in its running batch, labelled model_name (the served
+# name: the resource's name); the sidecar adds it to its own scrape (monitor/exposition.py).
+QUEUE_METRIC = "vllm:num_requests_waiting"
 # Metrics KEDA reads from Prometheus (the others are its cpu and memory triggers).
-PROMETHEUS_METRICS = ("concurrency", "rps", "gpu_utilization")
+PROMETHEUS_METRICS = ("concurrency", "rps", "gpu_utilization", "queue")
 KEDA_POLLING_SECONDS = 15
 
 
@@ -116,6 +119,8 @@ def hpa_metrics(spec: api.MLModelDeploymentSpec) -> list[dict[str, Any]]:
         return [_pods_metric(IN_FLIGHT_METRIC, quantity(target))]
     if metric == "rps":
         return [_pods_metric(REQUEST_RATE_METRIC, quantity(target))]
+    if metric == "queue":
+        return [_pods_metric(QUEUE_METRIC, quantity(target))]
     # A pod's value is the sum over its GPUs: the target per GPU times the GPUs per replica.
     return [_pods_metric(GPU_UTIL_METRIC, quantity(target * _gpus(spec)))]
 
@@ -154,6 +159,8 @@ def prometheus_query(owner: Owner, spec: api.MLModelDeploymentSpec) -> str:
         return f"sum({IN_FLIGHT_METRIC}{{{match}}})"
     if scaling.metric == "rps":
         return f"sum(rate({REQUESTS_METRIC}{{{match}}}[1m]))"
+    if scaling.metric == "queue":
+        return f'sum({QUEUE_METRIC}{{namespace="{owner.namespace}",model_name="{owner.name}"}})'
     # DCGM labels a GPU with the pod using it. Only this Deployment's pods (<name>-<rs>-<id>):
     # not another Deployment's whose name starts alike (<name>-canary-<rs>-<id>).
     pods = f'namespace="{owner.namespace}",pod=~"{owner.name}-[a-z0-9]+-[a-z0-9]+"'

@@ -37,7 +37,7 @@ _NOTICE = struct.Struct("<QQBHIqHH")
 MAX_HEADER_VALUE = 64  # longer values cannot be valid lengths: they are cut, and stay invalid
 NOTICE_MAX = _NOTICE.size + 2 * MAX_HEADER_VALUE
 _ABSENT = 0xFFFF
-PROTOCOLS = ("v2", "v1")
+PROTOCOLS = ("v2", "v1", "openai")
 
 
 def _encode_header(value: str | None) -> bytes | None:

@@ -1,6 +1,7 @@
 """The sidecar's Prometheus metrics, declared once. Labels are bounded: the model name and its
 version (one pair per sidecar: the pod's model_version, so that a canary's requests can be told
-from the stable version's), the protocol (v2, v1, other), the status class, and drift features
+from the stable version's), the protocol (v2, v1, openai, other), the status class, an OpenAI
+endpoint and finish reason (a fixed set, see openai.py), and drift features
 (at most drift.max_features per direction, made safe by labels.py); never a raw path.
 
 The sidecar runs several processes (proxy workers and the analyst), so the metrics use
@@ -159,4 +160,46 @@ DRIFT_REFERENCE_AVAILABLE = Gauge(
     "1 when reference data is loaded (or the live baseline is in use), 0 when it cannot be read",
     ["model", "version", "source"],  # source: uri or live
     multiprocess_mode="mostrecent",
+)
+
+# --- OpenAI API (model_type llm) ---------------------------------------------------------------
+
+# From a token of a small model on a GPU to a long prompt's prefill on a loaded server.
+TTFT_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+ITL_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5,
+)  # fmt: skip
+
+LLM_REQUESTS = Counter(
+    "mlmodel_llm_requests_total",
+    "OpenAI API requests the model server answered, by endpoint (chat, completions, "
+    "embeddings) and finish_reason (stop, length, tool_calls, content_filter, abort, error, "
+    "other, none; client_abort when the client went away first)",
+    ["model", "version", "endpoint", "finish_reason"],
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "mlmodel_llm_time_to_first_token_seconds",
+    "Time from a streamed request's arrival to the first chunk of generated text sent on",
+    ["model", "version"],
+    buckets=TTFT_BUCKETS,
+)
+INTER_TOKEN_LATENCY = Histogram(
+    "mlmodel_llm_inter_token_latency_seconds",
+    "Time between successive chunks of generated text of a streamed answer",
+    ["model", "version"],
+    buckets=ITL_BUCKETS,
+)
+PROMPT_TOKENS = Counter(
+    "mlmodel_llm_prompt_tokens_total",
+    "Prompt tokens, from the answer's usage (source=usage) or estimated from the request's "
+    "text, 4 bytes a token (source=estimated)",
+    ["model", "version", "source"],
+)
+COMPLETION_TOKENS = Counter(
+    "mlmodel_llm_completion_tokens_total",
+    "Generated tokens, from the answer's usage (source=usage), one per streamed chunk of text "
+    "(source=chunks), or estimated from the text, 4 bytes a token (source=estimated)",
+    ["model", "version", "source"],
 )

@@ -8,6 +8,10 @@ one value), tensor data in JSON or in Triton's binary extension (binary.py). KSe
 scalars. Anything else raises UnreadablePayload: the caller counts it and the request is never
 affected.
 
+OpenAI: the proxy reads the answer as it passes (openai.py) and hands over its facts, not the
+text: `{"prompt_tokens": n}` as the request and `{"completion_tokens": m, "finish_reason": r}`
+as the answer, one column each.
+
 Only the first `budget` features of each direction are read, in the payload's order (tensor by
 tensor, then by position in a row): a row's values past the budget are never walked by Python
 code, and binary tensors are sliced as numpy views, so a 3x224x224 image costs what its first
@@ -28,6 +32,7 @@ import orjson
 
 from mlmodel_operator.monitor import binary
 from mlmodel_operator.monitor.labels import safe_label
+from mlmodel_operator.monitor.openai import ENDPOINTS
 
 Columns = dict[str, list[Any]]
 
@@ -65,11 +70,13 @@ class Parsed(NamedTuple):
 
 
 def protocol_of(method: str, path: str) -> str:
-    """The bounded protocol label of a request: v2, v1 or other."""
+    """The bounded protocol label of a request: v2, v1, openai or other."""
     if method == "POST" and V2_INFER.match(path):
         return "v2"
     if method == "POST" and V1_PREDICT.match(path):
         return "v1"
+    if method == "POST" and path in ENDPOINTS:
+        return "openai"
     return "other"
 
 
@@ -279,6 +286,11 @@ def _parse(exchange: Exchange, budget: int) -> Parsed:
         inputs, skipped = _v1_rows(request.get("instances"), "instances", budget)
         if _has(response, "predictions"):
             outputs, skipped_out = _v1_rows(response["predictions"], "predictions", budget)
+    elif exchange.protocol == "openai":
+        # The proxy's own facts of the exchange: flat, a handful of values.
+        inputs, skipped = {k: [v] for k, v in request.items()}, 0
+        if isinstance(response, dict):
+            outputs = {k: [v] for k, v in response.items()}
     else:
         raise UnreadablePayload(f"protocol {exchange.protocol!r} carries no model payload")
     return Parsed(inputs, outputs, skipped + skipped_out)

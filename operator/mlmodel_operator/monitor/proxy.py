@@ -4,6 +4,10 @@ and counted; with drift detection on, inference payloads are handed over to the 
 process after the answer is sent (handoff.py: a copy into shared memory and one datagram; no
 parsing here).
 
+OpenAI API answers are the exception: their tokens and timings must be counted exactly, not
+sampled, so the proxy reads them itself as they pass (llm_meter.py), chunk by chunk for a
+stream, and hands the analyst only the facts (lengths and finish reason), never the text.
+
 The bodies it holds are bounded in bytes (ByteBudget), a body must arrive within
 body_timeout_seconds, and a client that goes away is counted apart (status 499), not as a
 failure of the model server.
@@ -17,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client import Counter
@@ -25,6 +30,8 @@ from mlmodel_operator.monitor import metrics
 from mlmodel_operator.monitor.binary import HEADER as BINARY_HEADER
 from mlmodel_operator.monitor.budget import ByteBudget, Hold
 from mlmodel_operator.monitor.handoff import Writer
+from mlmodel_operator.monitor.llm_meter import LLMMetrics, Reading
+from mlmodel_operator.monitor.openai import drift_features, endpoint_of
 from mlmodel_operator.monitor.payloads import Exchange, protocol_of
 from mlmodel_operator.monitor.settings import MonitorSettings
 from mlmodel_operator.monitor.upstream import Response, UpstreamError, UpstreamPool
@@ -94,6 +101,7 @@ class Outcome:
     received: int = 0
     sent: int = 0
     exchange: Exchange | None = None
+    llm: Reading | None = None  # an OpenAI API request
 
 
 class Proxy:
@@ -121,8 +129,9 @@ class Proxy:
                 metrics.REQUEST_SIZE.labels(self.model, self.version, protocol),
                 metrics.RESPONSE_SIZE.labels(self.model, self.version, protocol),
             )
-            for protocol in ("v2", "v1", "other")
+            for protocol in ("v2", "v1", "openai", "other")
         }
+        self._llm = LLMMetrics(self.model, self.version)
         self._buffered = metrics.BUFFERED_BYTES.labels(self.model, self.version)
         self._queued = metrics.DRIFT_QUEUED_BYTES.labels(self.model, self.version)
         self._publisher: asyncio.Task[None] | None = None
@@ -224,7 +233,12 @@ class Proxy:
         if track:
             self._in_flight.inc()
         outcome = Outcome()
+        if protocol == "openai" and (track or self.handoff is not None):
+            endpoint = endpoint_of(request.method, request.path)
+            assert endpoint is not None
+            outcome.llm = Reading(endpoint, start, self.settings.max_capture_bytes)
         hold = self.budget.hold()
+        body: Body = b""
         try:
             refused = self._too_large(request)
             if refused is not None:
@@ -256,6 +270,20 @@ class Proxy:
             if outcome.exchange is not None:
                 # Once the answer is out: aiohttp writes it after this returns.
                 asyncio.get_running_loop().call_soon(self._hand_over, outcome.exchange)
+            if outcome.llm is not None and outcome.llm.answered:
+                asyncio.get_running_loop().call_soon(self._read_llm, outcome, body)
+
+    def _read_llm(self, outcome: Outcome, body: Body) -> None:
+        """Count what an OpenAI exchange came to, and hand its facts to the analyst."""
+        assert outcome.llm is not None
+        aborted = outcome.status == CLIENT_CLOSED
+        completion = outcome.llm.completion(body, aborted)
+        if self.settings.performance_tracking:
+            self._llm.record(completion)
+        if self.handoff is not None and outcome.status == 200 and not aborted:
+            inputs, outputs = drift_features(completion)
+            exchange = Exchange("openai", 200, orjson.dumps(inputs), orjson.dumps(outputs))
+            self._hand_over(exchange)
 
     def _hand_over(self, exchange: Exchange) -> None:
         assert self.handoff is not None
@@ -355,6 +383,9 @@ class Proxy:
                         # Small answers with a known length: read whole, send in one write.
                         payload = await upstream.read()
                         outcome.sent = len(payload)
+                        if outcome.llm is not None:
+                            outcome.llm.begin(upstream.headers)
+                            outcome.llm.chunk(payload, time.perf_counter())
                         outcome.exchange = self._capture(protocol, body, request, upstream, payload)
                         return self._relayed(request, upstream, payload)
             except TimeoutError:
@@ -389,7 +420,7 @@ class Proxy:
     ) -> Exchange | None:
         """The exchange for the analyst, when drift is on and the body is small enough;
         `payload` is None when the answer was too large to keep."""
-        if self.handoff is None or protocol == "other":
+        if self.handoff is None or protocol in ("other", "openai"):
             return None
         if len(body) > self.settings.max_capture_bytes:
             self.drop("too_large")
@@ -416,9 +447,12 @@ class Proxy:
         response.headers.extend(_forwardable(upstream.headers))
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
-        capture = self.handoff is not None and protocol != "other"
+        capture = self.handoff is not None and protocol not in ("other", "openai")
         kept: list[bytes] | None = [] if capture else None
         chunks = upstream.iter_chunks()
+        llm = outcome.llm
+        if llm is not None:
+            llm.begin(upstream.headers)
         await response.prepare(request)
         try:
             while True:
@@ -429,6 +463,9 @@ class Proxy:
                     break
                 await response.write(chunk)
                 outcome.sent += len(chunk)
+                if llm is not None:
+                    # When the chunk went out: what the client sees, not when it arrived.
+                    llm.chunk(chunk, time.perf_counter())
                 if kept is not None:
                     fits = outcome.sent <= self.settings.max_capture_bytes
                     if fits and hold.try_take(len(chunk)):

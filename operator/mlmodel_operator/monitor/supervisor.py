@@ -23,9 +23,10 @@ import signal
 import time
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+from prometheus_client import multiprocess
 
 from mlmodel_operator.monitor.analyst import Analyst, lower_priority
+from mlmodel_operator.monitor.exposition import serve_metrics
 from mlmodel_operator.monitor.handoff import Channel, channel_sizes
 from mlmodel_operator.monitor.serving import run_worker
 from mlmodel_operator.monitor.settings import MonitorSettings
@@ -106,12 +107,6 @@ def _worker(settings: MonitorSettings, channels: list[Channel], index: int) -> C
         return run_worker(settings, mine.writer(), mine.analyst_alive)
 
     return run
-
-
-def serve_metrics(settings: MonitorSettings) -> None:
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
-    start_http_server(settings.metrics_port, addr=settings.listen_host, registry=registry)
 
 
 def supervise(settings: MonitorSettings) -> int:
