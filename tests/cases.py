@@ -270,6 +270,70 @@ BAD_MANIFESTS: list[tuple[str, dict[str, Any], str]] = [
         manifest(model_type="sklearn", autoscaling={"max_replicas": 2, "target": 0}),
         "spec.autoscaling.target",
     ),
+    ("llm-without-model-uri", manifest(model_type="llm"), "spec.model_uri"),
+    (
+        "llm-settings-on-sklearn",
+        manifest(model_type="sklearn", llm={"max_model_len": 4096}),
+        "spec.llm",
+    ),
+    (
+        "llm-extra-args-set-the-port",
+        manifest(model_type="llm", model_uri="hf://org/m", llm={"extra_args": ["--port=9"]}),
+        "spec.llm.extra_args",
+    ),
+    (
+        "llm-extra-args-set-the-model",
+        manifest(model_type="llm", model_uri="hf://org/m", llm={"extra_args": ["--model"]}),
+        "spec.llm.extra_args",
+    ),
+    (
+        "llm-dtype-unknown",
+        manifest(model_type="llm", model_uri="hf://org/m", llm={"dtype": "int3"}),
+        "spec.llm.dtype",
+    ),
+    (
+        "llm-gpu-memory-over-one",
+        manifest(model_type="llm", model_uri="hf://org/m", llm={"gpu_memory_utilization": 1.5}),
+        "spec.llm.gpu_memory_utilization",
+    ),
+    (
+        "llm-startup-too-short",
+        manifest(model_type="llm", model_uri="hf://org/m", llm={"startup_timeout_seconds": 5}),
+        "spec.llm.startup_timeout_seconds",
+    ),
+    (
+        "ttft-gate-on-sklearn",
+        manifest(
+            model_type="sklearn",
+            rollout={"analysis": {"max_p99_time_to_first_token_seconds": 0.5}},
+        ),
+        "spec.rollout.analysis.max_p99_time_to_first_token_seconds",
+    ),
+    (
+        "itl-gate-on-sklearn",
+        manifest(
+            model_type="sklearn",
+            rollout={"analysis": {"max_p99_inter_token_latency_seconds": 0.05}},
+        ),
+        "spec.rollout.analysis.max_p99_inter_token_latency_seconds",
+    ),
+    (
+        "queue-metric-on-sklearn",
+        manifest(
+            model_type="sklearn",
+            autoscaling={"max_replicas": 2, "target": 4, "metric": "queue"},
+        ),
+        "spec.autoscaling.metric",
+    ),
+    (
+        "queue-metric-to-zero",
+        manifest(
+            model_type="llm",
+            model_uri="hf://org/m",
+            autoscaling={"min_replicas": 0, "max_replicas": 2, "target": 4, "metric": "queue"},
+        ),
+        "spec.autoscaling.min_replicas",
+    ),
 ]
 
 # Every Unicode White_Space character, which no URI or image reference may hold; the fuzz that

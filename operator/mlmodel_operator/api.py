@@ -768,22 +768,22 @@ class MLModelDeploymentSpec(CRDModel):
             field_path=".llm",
             reason="FieldValueForbidden",
         ),
-        Rule(
-            cel="self.model_type == 'llm' || !has(self.rollout.analysis) || "
-            "(!has(self.rollout.analysis.max_p99_time_to_first_token_seconds) && "
-            "!has(self.rollout.analysis.max_p99_inter_token_latency_seconds))",
-            message="rollout.analysis.max_p99_time_to_first_token_seconds and "
-            "max_p99_inter_token_latency_seconds are only for model_type llm: other models "
-            "answer in one piece",
-            holds=lambda s: (
-                s.model_type == ModelType.llm
-                or (
-                    s.rollout.analysis.max_p99_time_to_first_token_seconds is None
-                    and s.rollout.analysis.max_p99_inter_token_latency_seconds is None
-                )
-            ),
-            field_path=".rollout.analysis",
-            reason="FieldValueForbidden",
+        *(
+            Rule(
+                cel=f"self.model_type == 'llm' || !has(self.rollout.analysis) || "
+                f"!has(self.rollout.analysis.{gate})",
+                message=f"rollout.analysis.{gate} is only for model_type llm: other models "
+                "answer in one piece, not token by token",
+                holds=lambda s, gate=gate: (
+                    s.model_type == ModelType.llm or getattr(s.rollout.analysis, gate) is None
+                ),
+                field_path=f".rollout.analysis.{gate}",
+                reason="FieldValueForbidden",
+            )
+            for gate in (
+                "max_p99_time_to_first_token_seconds",
+                "max_p99_inter_token_latency_seconds",
+            )
         ),
         Rule(
             cel="!has(self.autoscaling) || !has(self.autoscaling.metric) || "

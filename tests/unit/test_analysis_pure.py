@@ -207,3 +207,64 @@ def test_without_prometheus_the_step_is_inconclusive() -> None:
     for url in (None, ""):
         verdict = analysis.analyse(url, "ns", "m", "v2", "v1", ANALYSIS, at=0.0)
         assert verdict == inconclusive("no Prometheus configured (--prometheus-url)")
+
+
+# --- streaming gates (model_type llm) -----------------------------------------------------------
+
+LLM_ANALYSIS = ANALYSIS.model_copy(
+    update={
+        "max_p99_time_to_first_token_seconds": 0.5,
+        "max_p99_inter_token_latency_seconds": 0.05,
+    }
+)
+
+
+def streamed(ttft: float | None, itl: float | None, count: float = 150) -> WindowMetrics:
+    return WindowMetrics(
+        200, 0, 0.3, None, "v2",
+        time_to_first_token=(count if ttft is not None else 0, ttft),
+        inter_token_latency=(count * 20 if itl is not None else 0, itl),
+    )  # fmt: skip
+
+
+def test_streaming_gates_pass_with_their_figures() -> None:
+    verdict = judge(streamed(0.2, 0.01), LLM_ANALYSIS)
+    assert verdict.result == PASS
+    assert "p99 time to first token 0.2s <= 0.5" in verdict.message
+    assert "p99 inter-token latency 0.01s <= 0.05" in verdict.message
+    record = verdict.record("2026-01-01T00:00:00Z")
+    assert record.p99_time_to_first_token_seconds == 0.2
+    assert record.p99_inter_token_latency_seconds == 0.01
+
+
+@pytest.mark.parametrize(
+    ("ttft", "itl", "named"),
+    [
+        (0.9, 0.01, "p99 time to first token 0.9s > max_p99_time_to_first_token_seconds 0.5"),
+        (0.2, 0.08, "p99 inter-token latency 0.08s > max_p99_inter_token_latency_seconds 0.05"),
+    ],
+)
+def test_a_slow_stream_fails_naming_the_gate(ttft: float, itl: float, named: str) -> None:
+    verdict = judge(streamed(ttft, itl), LLM_ANALYSIS)
+    assert verdict.result == FAIL
+    assert named in verdict.message
+
+
+def test_a_gate_with_no_streams_measured_is_inconclusive() -> None:
+    verdict = judge(streamed(None, None), LLM_ANALYSIS)
+    assert verdict.result == INCONCLUSIVE
+    assert "no time to first token measured" in verdict.message
+    # Not measured at all (gates unset) is not judged.
+    assert judge(streamed(None, None), ANALYSIS).result == PASS
+
+
+def test_streaming_queries_read_the_sidecars_histograms() -> None:
+    ttft = queries.p99_of(queries.TTFT_METRIC, "ns", "m", "v2", 60)
+    assert ttft == (
+        "histogram_quantile(0.99, sum by (le) (increase(mlmodel_llm_time_to_first_token_seconds_"
+        'bucket{namespace="ns",model="m",version="v2"}[60s])))'
+    )
+    assert queries.observations(queries.ITL_METRIC, "ns", "m", "v2", 60) == (
+        "sum(increase(mlmodel_llm_inter_token_latency_seconds_count"
+        '{namespace="ns",model="m",version="v2"}[60s]))'
+    )

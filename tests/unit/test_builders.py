@@ -501,3 +501,84 @@ def test_mlserver_is_ready_when_its_model_is() -> None:
     assert server["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     (monitor,) = (json.loads(text) for text in built["ConfigMap"]["data"].values())
     assert monitor["upstream_ready_path"] == "/v2/models/m/ready"
+
+
+# --- model_type llm (vLLM) ----------------------------------------------------------------------
+
+
+def llm_pod(**fields: Any) -> dict[str, Any]:
+    base = {
+        "model_type": "llm",
+        "model_uri": "hf://meta-llama/Llama-3.1-70B-Instruct",
+        "computational_resources": {"gpu_allocation": 4, "memory_requirements": "64GB"},
+    }
+    return children(spec(**{**base, **fields}))["Deployment"]["spec"]["template"]["spec"]
+
+
+def test_a_four_gpu_llm_runs_vllm_with_tensor_parallelism_and_shared_memory() -> None:
+    pod = llm_pod(llm={"max_model_len": 8192, "dtype": "bfloat16", "gpu_memory_utilization": 0.92,
+                       "extra_args": ["--enable-prefix-caching"]})  # fmt: skip
+    server = pod["containers"][0]
+    assert server["image"] == "docker.io/vllm/vllm-openai:v0.32.0"
+    assert server["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    assert server["args"] == [
+        "--model=/mnt/models",
+        "--served-model-name=m",
+        "--port=8000",
+        "--tensor-parallel-size=4",
+        "--max-model-len=8192",
+        "--dtype=bfloat16",
+        "--gpu-memory-utilization=0.92",
+        "--enable-prefix-caching",
+    ]
+    assert server["resources"] == {
+        "requests": {"memory": "64G", "cpu": "8"},  # 2 CPUs per GPU
+        "limits": {"memory": "64G", "nvidia.com/gpu": "4"},
+    }
+    # 2 GiB of memory-backed /dev/shm per GPU, within half the memory.
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}} in pod["volumes"]
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in server["volumeMounts"]
+    env = {e["name"]: e["value"] for e in server["env"]}
+    assert env["HF_HUB_OFFLINE"] == "1" and env["HOME"] == "/tmp"
+    # Ready once the model is served (/v1/models), alive while the process answers (/health);
+    # the default start-up budget is 30 minutes.
+    assert server["startupProbe"]["httpGet"]["path"] == "/v1/models"
+    assert (
+        server["startupProbe"]["periodSeconds"] * server["startupProbe"]["failureThreshold"] == 1800
+    )
+    assert server["readinessProbe"]["httpGet"]["path"] == "/v1/models"
+    assert server["livenessProbe"]["httpGet"]["path"] == "/health"
+
+
+def test_llm_weights_from_the_hub_go_through_the_initializer_with_the_token() -> None:
+    pod = llm_pod(storage={"secret_name": "hf-token"})
+    fetcher = pod["initContainers"][0]
+    assert fetcher["args"][:2] == ["hf://meta-llama/Llama-3.1-70B-Instruct", "/mnt/models"]
+    assert fetcher["envFrom"] == [{"secretRef": {"name": "hf-token"}}]
+    volume = next(v for v in pod["volumes"] if v["name"] == "model-store")
+    assert volume["emptyDir"]["sizeLimit"] == "500Gi"  # the llm default
+    assert f"--size-limit={500 * 2**30}" in fetcher["args"]
+    assert not any(e.get("envFrom") for e in pod["containers"])  # the token stays there
+
+
+def test_a_cpu_llm_has_no_tensor_parallelism_and_a_smaller_shm() -> None:
+    pod = llm_pod(
+        model_uri="pvc://weights/tiny",
+        computational_resources={"memory_requirements": "3Gi"},
+        llm={"startup_timeout_seconds": 125},
+    )
+    server = pod["containers"][0]
+    assert not any(a.startswith("--tensor-parallel-size") for a in server["args"])
+    assert "--model=/mnt/models/tiny" in server["args"]
+    shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"]["sizeLimit"] == "1536Mi"  # half of 3Gi, under 2 GiB
+    assert server["startupProbe"]["failureThreshold"] == 13  # 125 s, rounded up
+
+
+def test_the_llm_sidecar_reads_openai_and_adds_vllms_metrics() -> None:
+    config = children(spec(model_type="llm", model_uri="pvc://w/m"))["ConfigMap"]["data"]
+    settings = json.loads(config["config.json"])
+    assert settings["protocol"] == "openai"
+    assert settings["upstream_ready_path"] == "/v1/models"
+    assert settings["upstream_metrics_path"] == "/metrics"
+    assert settings["upstream"] == "http://127.0.0.1:8000"
