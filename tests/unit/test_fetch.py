@@ -239,3 +239,13 @@ def test_no_fetcher_where_nothing_is_downloaded(fields: dict[str, Any]) -> None:
     template = pod_for(**fields)
     assert "initContainers" not in template["spec"]
     assert "eks.amazonaws.com/skip-containers" not in template["metadata"].get("annotations", {})
+
+
+def test_hub_files_skip_weights_that_safetensors_make_redundant() -> None:
+    from mlmodel_operator.fetch.hf import wanted
+
+    files = {"config.json": 1, "model.safetensors": 9, "pytorch_model.bin": 9, "original/x": 9}
+    assert wanted(files) == {"config.json": 1, "model.safetensors": 9}
+    # Without safetensors the pickled weights are the model: all of it is fetched.
+    legacy = {"config.json": 1, "pytorch_model.bin": 9}
+    assert wanted(legacy) == legacy

@@ -37,6 +37,10 @@ def _fetch(location: Location, dest: Path, limit: int, endpoint_url: str | None)
         from mlmodel_operator.fetch import gcs
 
         return gcs.fetch(location, dest, limit)
+    if location.scheme == "hf":
+        from mlmodel_operator.fetch import hf
+
+        return hf.fetch(location, dest, limit)
     from mlmodel_operator.fetch import https
 
     return https.fetch(location, dest, limit)
@@ -71,7 +75,9 @@ def run(uri: str, dest: Path, size_limit: str, endpoint_url: str | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlmodel-fetch", description=__doc__.split("\n")[0])
-    parser.add_argument("uri", help="s3://bucket/key, gs://bucket/key or https://host/path")
+    parser.add_argument(
+        "uri", help="s3://bucket/key, gs://bucket/key, https://host/path or hf://org/name[@rev]"
+    )
     parser.add_argument("dest", type=Path, help="existing directory to download into")
     parser.add_argument(
         "--size-limit",
