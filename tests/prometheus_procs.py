@@ -205,9 +205,11 @@ def model_version(
     error_ratio: float = 0.0,
     delay_seconds: float = 0.0,
     extra_labels: dict[str, str] | None = None,
+    sidecar: dict[str, Any] | None = None,
 ) -> Iterator[ModelVersion]:
     """One version of `model` in `namespace`, in front of the model server on `upstream_port`,
-    or of its own servers/v2_faults.py (with error_ratio and delay_seconds) without one.
+    or of its own servers/v2_faults.py (with error_ratio and delay_seconds) without one;
+    `sidecar` overrides the sidecar's settings (protocol, readiness path).
     Yields once Prometheus has scraped its sidecar (its request series, at zero)."""
     servers: list[Server] = []
     name = f"{namespace}-{model}-{version}"
@@ -239,6 +241,7 @@ def model_version(
                     "listen_host": "127.0.0.1",
                     "listen_port": proxy_port,
                     "metrics_port": metrics_port,
+                    **(sidecar or {}),
                 }
             )
         )

@@ -1,17 +1,24 @@
 """Helpers of the real node's tests: namespaces whose pods it runs, pods that pass the restricted
-Pod Security Standard, and the operator installed from the chart."""
+Pod Security Standard, the operator installed from the chart, clients in pods and
+port-forwards."""
 
 from __future__ import annotations
 
+import json
+import socket
+import subprocess
 import sys
+import urllib.request
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client
 
 from kube_helpers import TestCluster, create_namespace, wait_until
+from model_helpers import condition
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "hack"))
@@ -80,3 +87,93 @@ def wait_for_pod_phase(cluster: TestCluster, namespace: str, name: str, phase: s
         return current == phase
 
     wait_until(reached, what=f"pod {namespace}/{name} to reach {phase}", timeout=180)
+
+
+REQUESTS = 5
+OPERATOR_UID = 65532
+
+
+def call_from_a_pod(
+    cluster: TestCluster, namespace: str, image: str, url: str, body: dict, metrics_url: str
+) -> dict[str, Any]:
+    """POST `body` to `url` REQUESTS times from a pod on the node, then read `metrics_url`:
+    cluster DNS, the Service's ClusterIP and the sidecar, as any client in the cluster."""
+    script = (
+        "import json, urllib.request\n"
+        f"url, body, n = {url!r}, {json.dumps(body)!r}.encode(), {REQUESTS}\n"
+        "answers = []\n"
+        "for _ in range(n):\n"
+        "    req = urllib.request.Request(url, body, {'Content-Type': 'application/json'})\n"
+        "    with urllib.request.urlopen(req, timeout=30) as resp:\n"
+        "        answers.append(json.loads(resp.read()))\n"
+        f"metrics = urllib.request.urlopen({metrics_url!r}, timeout=30).read().decode()\n"
+        "print(json.dumps({'answers': answers, 'metrics': metrics}))\n"
+    )
+    name = f"client-{uuid.uuid4().hex[:6]}"
+    pod = restricted_pod(name, image, ["python", "-c", script], uid=OPERATOR_UID)
+    core = client.CoreV1Api(cluster.api)
+    core.create_namespaced_pod(namespace, pod)
+    try:
+        wait_for_pod_phase(cluster, namespace, name, "Succeeded")
+    finally:
+        logs = core.read_namespaced_pod_log(name, namespace)
+    return json.loads(logs.strip().splitlines()[-1])
+
+
+def port_forwarded_get(
+    cluster: TestCluster, namespace: str, target: str, port: int, path: str
+) -> str:
+    """GET `path` from `target`'s `port` through `kubectl port-forward`."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        local = probe.getsockname()[1]
+    forward = subprocess.Popen(
+        ["kubectl", "port-forward", "-n", namespace, target, f"{local}:{port}"],
+        env=cluster.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    def answer() -> str | None:
+        assert forward.poll() is None, forward.stderr.read().decode() if forward.stderr else ""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{local}{path}", timeout=10) as resp:
+                return resp.read().decode()
+        except OSError:
+            return None  # not listening yet
+
+    try:
+        return wait_until(answer, what=f"{path} through a port-forward to {target}")
+    finally:
+        forward.terminate()
+        forward.wait()
+
+
+def when(timestamp: Any) -> datetime:
+    return timestamp if isinstance(timestamp, datetime) else datetime.fromisoformat(timestamp)
+
+
+def assert_pods_really_ready(
+    cluster: TestCluster, namespace: str, name: str, images: set[str], model: dict[str, Any]
+) -> None:
+    """The model's pods run on the real node with the given images, never restarted, and
+    were Ready before the resource said so."""
+    pods = (
+        client.CoreV1Api(cluster.api)
+        .list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/instance={name}")
+        .items
+    )
+    assert pods, f"no pods of {name}"
+    resource_ready = when(condition(model, "Ready")["lastTransitionTime"])
+    for pod in pods:
+        assert pod.spec.node_name == NODE
+        assert {c.image for c in pod.spec.containers} == images
+        for status in pod.status.container_statuses:
+            last = status.last_state.terminated
+            assert status.ready and status.started and status.restart_count == 0, (
+                f"{status.name}: ready={status.ready} restarts={status.restart_count} "
+                f"last exit={last and (last.reason, last.exit_code, last.message)}"
+            )
+        pod_ready = next(c for c in pod.status.conditions if c.type == "Ready")
+        assert pod_ready.status == "True"
+        assert pod_ready.last_transition_time <= resource_ready

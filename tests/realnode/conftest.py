@@ -9,11 +9,15 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
+from llm_helpers import SERVER_ARGS as LLM_CPU_ARGS
+from llm_helpers import SERVER_ENV as LLM_CPU_ENV
 
 from kube_helpers import TestCluster
+from mlmodel_operator.runtimes import DEFAULT_RUNTIMES
 from realnode_helpers import InstalledOperator, real_node_namespace
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,7 +62,15 @@ def in_cluster_operator(
         real_node_namespace(cluster, "rn-models"),
     )
     repository, tag = images["operator"].rsplit(":", 1)
-    catalog = {"mlserver": {"image": images["mlserver"]}}
+    catalog: dict[str, Any] = {"mlserver": {"image": images["mlserver"]}}
+    if "vllm" in images:
+        # vLLM's CPU build on this node: no compilation at start-up (no compiler in the
+        # image), a KV cache that fits a small node, and OpenMP threads left unpinned.
+        catalog["vllm"] = {
+            "image": images["vllm"],
+            "args": LLM_CPU_ARGS,
+            "env": {**DEFAULT_RUNTIMES["vllm"].env, **LLM_CPU_ENV},
+        }
     helm(
         cluster, "install", installed.release, str(CHART), "-n", installed.namespace,
         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
