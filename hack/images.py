@@ -15,6 +15,7 @@ Images (default: all):
   operator        the project's Dockerfile, built on `base`
   mlserver        MLServer + mlserver-sklearn from PyPI (hack/images/mlserver)
   kserve-sklearn  the KServe model server with scikit-learn from PyPI (hack/images/kserve-sklearn)
+  vllm            vLLM's CPU build from the locked wheels of hack/vllm_env.py (hack/images/vllm)
 
 Each image is tagged localhost/mlmodel-NAME:HASH, HASH being that of everything that goes into
 it (recipe, files, base), so an unchanged image is never rebuilt or re-imported. Podman's
@@ -36,13 +37,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 HACK = REPO / "hack"
 RECIPES = HACK / "images"
-NAMES = ["base", "pause", "operator", "mlserver", "kserve-sklearn"]
+NAMES = ["base", "pause", "operator", "mlserver", "kserve-sklearn", "vllm"]
 BASE_SUITE = "bookworm"
 BASE_PACKAGES = ["python3", "python3-venv", "python-is-python3", "ca-certificates", "passwd"]
 # podman build's options; part of each image's hash, so a change rebuilds.
 BUILD_OPTIONS = ["--pull=never", "--network=host", "--layers=false"]
 # What the Dockerfile copies (and .dockerignore lets in).
 OPERATOR_CONTEXT = ["Dockerfile", "pyproject.toml", "README.md", "operator"]
+# The images built from a recipe folder on `base`.
+RECIPE_IMAGES = ["mlserver", "kserve-sklearn", "vllm"]
 # Files of the repository an image's build context takes besides its recipe folder.
 EXTRA_CONTEXT = {
     "kserve-sklearn": [REPO / "tests" / "integration" / "servers" / "sklearn_kserve.py"]
@@ -122,7 +125,8 @@ def tags() -> dict[str, str]:
     tag["operator"] = "localhost/mlmodel-operator:" + digest_of(
         [REPO / p for p in OPERATOR_CONTEXT], tag["base"], *BUILD_OPTIONS
     )
-    for name in ("mlserver", "kserve-sklearn"):
+    # vllm's recipe folder holds its lock, so the wheels it installs are part of its hash.
+    for name in RECIPE_IMAGES:
         sources = [RECIPES / name, *EXTRA_CONTEXT.get(name, [])]
         tag[name] = f"localhost/mlmodel-{name}:" + digest_of(sources, tag["base"], *BUILD_OPTIONS)
     return tag
@@ -152,9 +156,17 @@ def build_base(image: str) -> None:
         )  # fmt: skip
 
 
-def build_with(image: str, context: Path, containerfile: Path, base: str | None) -> None:
+def build_with(
+    image: str,
+    context: Path,
+    containerfile: Path,
+    base: str | None,
+    volumes: list[str] | None = None,
+) -> None:
     log(f"building {image}")
     args = ["build", *BUILD_OPTIONS, "-t", image]
+    for volume in volumes or []:
+        args += ["--volume", volume]
     args += ["-f", str(containerfile)]
     if base:
         args += ["--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"PYTHON_IMAGE={base}"]
@@ -170,7 +182,7 @@ def build_with(image: str, context: Path, containerfile: Path, base: str | None)
 def build(names: list[str]) -> dict[str, str]:
     tag = tags()
     wanted = set(names)
-    if wanted & {"operator", "mlserver", "kserve-sklearn"}:
+    if wanted & {"operator", *RECIPE_IMAGES}:
         wanted.add("base")
     for name in NAMES:
         if name not in wanted or exists(tag[name]):
@@ -189,7 +201,9 @@ def build(names: list[str]) -> dict[str, str]:
                 shutil.copytree(RECIPES / name, context)
                 for extra in EXTRA_CONTEXT.get(name, []):
                     shutil.copy2(extra, context / extra.name)
-                build_with(tag[name], context, context / "Containerfile", tag["base"])
+                build_with(
+                    tag[name], context, context / "Containerfile", tag["base"], build_volumes(name)
+                )
     # Earlier builds of the same images would only fill the disk; images built on an older base
     # go first, so that the base is no longer anyone's parent when its turn comes.
     for name in reversed(NAMES):
@@ -198,6 +212,20 @@ def build(names: list[str]) -> dict[str, str]:
                 if old != tag[name]:
                     podman("rmi", old, check=False, capture_output=True)
     return {name: tag[name] for name in NAMES if name in wanted}
+
+
+def build_volumes(name: str) -> list[str]:
+    """What a recipe's build mounts besides its context: vllm's wheels, downloaded once for
+    both the image and the tests' virtualenv, and too large to copy into a build context."""
+    if name != "vllm":
+        return []
+    sys.path.insert(0, str(HACK))
+    import vllm_env  # hack/ is not a package
+
+    try:
+        return [f"{vllm_env.wheels()}:/wheels:ro"]
+    except vllm_env.Unavailable as err:
+        raise ImageError(f"vllm's wheels: {err}") from err
 
 
 def podman_tags(name: str) -> list[str]:
