@@ -266,13 +266,13 @@ def test_monitoring_off_means_no_sidecar_and_configmap_absent() -> None:
         ("ConfigMap", "m-monitor"),
         ("HTTPRoute", "m"),  # no Gateway named
         # Not an llm behind a Gateway: no InferencePool, nor its endpoint picker.
-        ("ServiceAccount", "m-epp"),
-        ("Role", "m-epp"),
-        ("RoleBinding", "m-epp"),
-        ("ConfigMap", "m-epp"),
-        ("Deployment", "m-epp"),
-        ("Service", "m-epp"),
         ("InferencePool", "m"),
+        ("Service", "m-epp"),
+        ("Deployment", "m-epp"),
+        ("ConfigMap", "m-epp"),
+        ("RoleBinding", "m-epp"),
+        ("Role", "m-epp"),
+        ("ServiceAccount", "m-epp"),
         ("NetworkPolicy", "m"),  # the option is off
         ("HorizontalPodAutoscaler", "m"),  # autoscaling is off
     ]

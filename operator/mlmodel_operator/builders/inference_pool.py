@@ -325,14 +325,15 @@ def build_pool_children(
 
 def pool_object_keys(owner: Owner) -> list[tuple[str, str, str]]:
     """(apiVersion, kind, name) of every object above but the route, which the Service-backed
-    route replaces under the same name."""
+    route replaces under the same name. In the order they are deleted: the pool first, the
+    picker's identity last, so that the picker can see its pool go."""
     name = picker_name(owner)
     return [
-        ("v1", "ServiceAccount", name),
-        (RBAC_API, "Role", name),
-        (RBAC_API, "RoleBinding", name),
-        ("v1", "ConfigMap", name),
-        ("apps/v1", "Deployment", name),
-        ("v1", "Service", name),
         (POOL_API, POOL_KIND, owner.name),
+        ("v1", "Service", name),
+        ("apps/v1", "Deployment", name),
+        ("v1", "ConfigMap", name),
+        (RBAC_API, "RoleBinding", name),
+        (RBAC_API, "Role", name),
+        ("v1", "ServiceAccount", name),
     ]
