@@ -27,6 +27,9 @@ NODETOOLS_VERSION=$(cd "$here/tools/nodetools" && cat go.mod go.sum ./*/*.go | s
 # chart (MinIO is AGPLv3).
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 FAKE_GCS_SERVER_VERSION=v1.56.1
+# The Gateway API Inference Extension's lightweight endpoint picker, run by the tests against the
+# InferencePools the operator makes (llm-d's picker, the default image, is not on the Go proxy).
+LWEPP_VERSION=v1.6.2
 
 # component|version|tools module|binaries (space separated)|packages|build tags
 components=(
@@ -47,6 +50,7 @@ real_node_components=(
 test_tools=(
   "minio|$MINIO_VERSION|minio|minio|github.com/minio/minio"
   "fake-gcs-server|$FAKE_GCS_SERVER_VERSION|fake-gcs-server|fake-gcs-server|github.com/fsouza/fake-gcs-server"
+  "lwepp|$LWEPP_VERSION|lwepp|lwepp|sigs.k8s.io/gateway-api-inference-extension/cmd/lwepp"
 )
 
 bin_dir() { echo "$cache/bin/$1-$2"; }
@@ -74,7 +78,7 @@ ldflags_for() {
       echo "-s -w$flags"
       ;;
     etcd) echo "-s -w" ;;
-    kwok | coredns | nodetools | minio | fake-gcs-server) echo "-s -w" ;;
+    kwok | coredns | nodetools | minio | fake-gcs-server | lwepp) echo "-s -w" ;;
     containerd | containerd-shim)
       echo "-s -w -X github.com/containerd/containerd/v2/version.Version=$version" ;;
     helm) echo "-s -w -X helm.sh/helm/v3/internal/version.version=$version" ;;
@@ -93,10 +97,11 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 
+fetch_crds=""
 for arg in "$@"; do
   case "$arg" in
     --real-node) components+=("${real_node_components[@]}") ;;
-    --test-tools) components+=("${test_tools[@]}") ;;
+    --test-tools) components+=("${test_tools[@]}"); fetch_crds=1 ;;
     *) echo "usage: $0 [--real-node] [--test-tools] | --print" >&2; exit 2 ;;
   esac
 done
@@ -130,3 +135,8 @@ for entry in "${components[@]}"; do
   rm -rf "$dir" && mv "$tmp" "$dir"
   echo "built: $name $version in $(($(date +%s) - start))s"
 done
+
+# The other projects' CRDs the tests install (HTTPRoute, InferencePool).
+if [[ -n "$fetch_crds" ]]; then
+  bash "$here/fetch-crds.sh"
+fi

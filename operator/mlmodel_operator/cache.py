@@ -93,7 +93,8 @@ def child_view(body: dict[str, Any]) -> dict[str, Any]:
         "kind": body.get("kind"),
         "metadata": _pick(body.get("metadata") or {}, _CHILD_METADATA),
     }
-    for key in ("spec", "data"):
+    # A Role's and a RoleBinding's content is outside `spec`, at the top level.
+    for key in ("spec", "data", "rules", "roleRef", "subjects"):
         if key in body:
             view[key] = body[key]
     if body.get("kind") == "Deployment":
@@ -385,6 +386,7 @@ class Cache:
 # Other projects' APIs the operator uses when the cluster serves them: name -> {CRD: version}.
 PROMETHEUS_OPERATOR = "prometheus-operator"
 GATEWAY_API = "gateway-api"
+INFERENCE_POOL = "inference-pool"
 KEDA = "keda"
 OPTIONAL_APIS: dict[str, dict[str, str]] = {
     PROMETHEUS_OPERATOR: {
@@ -392,6 +394,7 @@ OPTIONAL_APIS: dict[str, dict[str, str]] = {
         "prometheusrules.monitoring.coreos.com": "v1",
     },
     GATEWAY_API: {"httproutes.gateway.networking.k8s.io": "v1"},
+    INFERENCE_POOL: {"inferencepools.inference.networking.k8s.io": "v1"},
     KEDA: {"scaledobjects.keda.sh": "v1alpha1"},
 }
 OPTIONAL_CRDS = frozenset(crd for crds in OPTIONAL_APIS.values() for crd in crds)

@@ -22,6 +22,7 @@ from mlmodel_operator import api, config, kube, metrics, peering
 from mlmodel_operator.builders import BuildSettings, NetworkPolicySettings
 from mlmodel_operator.builders.autoscaling import KEDA_API
 from mlmodel_operator.builders.canary import CANARY_SUFFIX, STABLE_SUFFIX
+from mlmodel_operator.builders.inference_pool import PICKER_SUFFIX
 from mlmodel_operator.builders.meta import (
     INSTANCE_LABEL,
     MANAGED_BY_LABEL,
@@ -51,6 +52,11 @@ CHILDREN = [
     (_PROMETHEUS_GROUP, _PROMETHEUS_VERSION, "servicemonitors"),
     (_PROMETHEUS_GROUP, _PROMETHEUS_VERSION, "prometheusrules"),
     ("gateway.networking.k8s.io", "v1", "httproutes"),
+    ("inference.networking.k8s.io", "v1", "inferencepools"),
+    # The endpoint picker's identity and rights, beside an InferencePool.
+    ("", "v1", "serviceaccounts"),
+    ("rbac.authorization.k8s.io", "v1", "roles"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
     (_KEDA_GROUP, _KEDA_VERSION, "scaledobjects"),
 ]
 # Pods carry the instance label but are owned by ReplicaSets; their scheduling verdicts and
@@ -166,7 +172,7 @@ def _owners(parts: Running, body: dict[str, Any]) -> list[tuple[str, str]]:
     namespace, name = meta["namespace"], meta["name"]
     if is_ours(body):
         return [(namespace, meta["labels"][INSTANCE_LABEL])]
-    suffixes = (MONITOR_CONFIG_SUFFIX, CANARY_SUFFIX, STABLE_SUFFIX)
+    suffixes = (MONITOR_CONFIG_SUFFIX, CANARY_SUFFIX, STABLE_SUFFIX, PICKER_SUFFIX)
     candidates = {name} | {name.removesuffix(suffix) for suffix in suffixes}
     return [(namespace, model) for model in candidates if parts.cache.model(namespace, model)]
 

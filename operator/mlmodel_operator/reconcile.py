@@ -41,6 +41,7 @@ from mlmodel_operator.builders.service import endpoint
 from mlmodel_operator.cache import (
     CUSTOM_METRICS,
     GATEWAY_API,
+    INFERENCE_POOL,
     KEDA,
     MODEL_KIND,
     PROMETHEUS_OPERATOR,
@@ -160,6 +161,7 @@ def reconcile_once(ctx: Context, namespace: str, name: str) -> Outcome:
         ctx.settings,
         prometheus_operator=PROMETHEUS_OPERATOR in apis,
         gateway_api=GATEWAY_API in apis,
+        inference_pool=INFERENCE_POOL in apis,
         keda=KEDA in apis,
         custom_metrics=CUSTOM_METRICS in apis,
     )

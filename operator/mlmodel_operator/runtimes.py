@@ -112,6 +112,26 @@ DEFAULT_RUNTIMES: dict[str, Runtime] = {
         # The weights are in the pod: never ask a hub for them, nor send usage reports out.
         env={"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"},
     ),
+    # The Inference Extension's endpoint picker (llm-d's), run beside an `llm` model that is
+    # served through an InferencePool: `port` is its gRPC ext-proc port. The operator adds the
+    # pool and health-port flags; these args are the rest. Cleartext gRPC, as the picker's
+    # Service announces (appProtocol kubernetes.io/h2c); metrics without a bearer token, like
+    # the sidecar's.
+    "endpoint-picker": Runtime(
+        name="endpoint-picker",
+        image="ghcr.io/llm-d/llm-d-router-endpoint-picker:v0.11.0",
+        port=9002,
+        metrics_port=9090,
+        protocol="openai",
+        args=[
+            "--config-file=/config/plugins.yaml",
+            "--secure-serving=false",
+            "--metrics-endpoint-auth=false",
+            "--tracing=false",
+            "--zap-encoder=json",
+        ],
+        user_id=65532,  # distroless' nonroot
+    ),
     "custom": Runtime(
         name="custom",
         image="",  # always spec.image
@@ -170,6 +190,9 @@ def load_catalog(path: Path | None) -> dict[str, Runtime]:
             )
             raise CatalogError(f"runtime catalog {path}: {name}: {problems}") from err
     return catalog
+
+
+PICKER_RUNTIME = "endpoint-picker"
 
 
 def runtime_for(model_type: ModelType | str, catalog: dict[str, Runtime]) -> Runtime:

@@ -265,6 +265,14 @@ def test_monitoring_off_means_no_sidecar_and_configmap_absent() -> None:
     assert [(r.kind, r.name) for r in built.absent] == [
         ("ConfigMap", "m-monitor"),
         ("HTTPRoute", "m"),  # no Gateway named
+        # Not an llm behind a Gateway: no InferencePool, nor its endpoint picker.
+        ("InferencePool", "m"),
+        ("Service", "m-epp"),
+        ("Deployment", "m-epp"),
+        ("ConfigMap", "m-epp"),
+        ("RoleBinding", "m-epp"),
+        ("Role", "m-epp"),
+        ("ServiceAccount", "m-epp"),
         ("NetworkPolicy", "m"),  # the option is off
         ("HorizontalPodAutoscaler", "m"),  # autoscaling is off
     ]
@@ -325,6 +333,13 @@ def test_prometheus_operator_objects_only_where_the_api_exists() -> None:
         "NetworkPolicy",
         "HorizontalPodAutoscaler",
         "HTTPRoute",
+        # No InferencePool, nor its endpoint picker: not an llm behind a Gateway.
+        "InferencePool",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
     }
 
 

@@ -160,7 +160,9 @@ def test_rbac_is_least_privilege() -> None:
     docs = render()
     granted = rules(one(docs, "ClusterRole"))
     assert all("*" not in triple for triple in granted)
-    assert not [t for t in granted if t[1] in ("secrets", "nodes", "clusterroles", "roles")]
+    assert not [t for t in granted if t[1] in ("secrets", "nodes", "clusterroles")]
+    # Roles only for the endpoint pickers, and only with rights the operator holds itself.
+    assert not [t for t in granted if t[2] in ("escalate", "bind", "impersonate")]
     assert not [t for t in granted if t[1] == "pods" and t[2] not in ("get", "list", "watch")]
     assert ("apiextensions.k8s.io", "customresourcedefinitions", "create") not in granted
     assert ("machine-learning.org", "mlmodeldeployments/status", "patch") in granted
@@ -281,25 +283,51 @@ def test_rbac_grants_what_the_reconcile_does_to_every_child_kind() -> None:
     from mlmodel_operator.kube import _PLURALS
     from mlmodel_operator.runtimes import DEFAULT_RUNTIMES
 
-    spec = api.MLModelDeploymentSpec.model_validate(
-        {"model_type": "sklearn", "rollout": {"strategy": "canary", "gateway": {"name": "gw"}}}
-    )
     settings = BuildSettings(
         runtimes=dict(DEFAULT_RUNTIMES),
         monitor_image="m:1",
         prometheus_operator=True,
         gateway_api=True,
+        inference_pool=True,
         network_policy=None,
     )
-    built = build_children(Owner("m", "ns", "uid"), spec, settings)
-    kinds = {(o["apiVersion"], o["kind"]) for o in built.apply}
-    kinds |= {(r.api_version, r.kind) for r in built.absent}
+    kinds: set[tuple[str, str]] = set()
+    # An llm behind a Gateway adds an InferencePool and its endpoint picker.
+    for model_type in ("sklearn", "llm"):
+        spec = api.MLModelDeploymentSpec.model_validate(
+            {
+                "model_type": model_type,
+                "model_uri": "pvc://weights/model",
+                "rollout": {"strategy": "canary", "gateway": {"name": "gw"}},
+            }
+        )
+        built = build_children(Owner("m", "ns", "uid"), spec, settings)
+        kinds |= {(o["apiVersion"], o["kind"]) for o in built.apply}
+        kinds |= {(r.api_version, r.kind) for r in built.absent}
+    assert ("inference.networking.k8s.io/v1", "InferencePool") in kinds
     granted = set(rules(one(render(), "ClusterRole")))
     for api_version, kind in kinds:
         group = api_version.rpartition("/")[0]
         for verb in ("get", "list", "watch", "create", "patch", "delete"):
             assert (group, _PLURALS[kind], verb) in granted, (kind, verb)
     assert ("machine-learning.org", "mlmodeldeployments", "patch") in granted
+
+
+def test_the_picker_role_grants_nothing_the_operator_does_not_hold() -> None:
+    """The API server refuses a Role with rights its creator lacks (the operator holds no
+    `escalate`), and a RoleBinding to it without them (no `bind`)."""
+    from mlmodel_operator.builders.inference_pool import PICKER_RULES
+
+    granted = rules(one(render(), "ClusterRole"))
+    for rule in PICKER_RULES:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    assert (group, resource, verb) in granted, (group, resource, verb)
+    assert not [t for t in granted if t[2] in ("escalate", "bind", "*")]
+    no_pool = rules(one(render("--set", "rbac.inferenceExtension=false"), "ClusterRole"))
+    assert not [t for t in no_pool if t[0] in ("inference.networking.k8s.io", "llm-d.ai")]
+    assert not [t for t in no_pool if t[1] in ("roles", "rolebindings", "serviceaccounts")]
 
 
 def test_autoscalers_are_granted_keda_only_if_asked() -> None:

@@ -115,6 +115,26 @@ Server-side apply of an object that does not exist yet needs create as well as p
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end }}
+{{- if .Values.rbac.inferenceExtension }}
+- apiGroups: ["inference.networking.k8s.io"]
+  # The InferencePool of an llm model behind a Gateway, when the cluster serves InferencePools.
+  resources: ["inferencepools"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  # The identity of that pool's endpoint picker.
+  resources: ["serviceaccounts"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  # The picker's Role and RoleBinding. The API server lets the operator grant only rights it
+  # holds itself (pods and inferencepools above, llm-d's objects below), so it needs neither
+  # `escalate` nor `bind`.
+  resources: ["roles", "rolebindings"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["llm-d.ai"]
+  # Never read by the operator: held so that it may grant them, read-only, to the picker.
+  resources: ["inferenceobjectives", "inferencemodelrewrites"]
+  verbs: ["get", "list", "watch"]
+{{- end }}
 {{- end }}
 
 {{/*

@@ -20,6 +20,11 @@ from mlmodel_operator.builders.autoscaling import (
     plan_autoscaling,
 )
 from mlmodel_operator.builders.deployment import build_deployment, model_port
+from mlmodel_operator.builders.inference_pool import (
+    build_pool_children,
+    pool_object_keys,
+    pool_wanted,
+)
 from mlmodel_operator.builders.meta import Owner, monitor_config_name
 from mlmodel_operator.builders.monitor import (
     build_monitor_configmap,
@@ -31,7 +36,7 @@ from mlmodel_operator.builders.prometheus import build_prometheus_rule, build_se
 from mlmodel_operator.builders.route import ROUTE_API, build_http_route
 from mlmodel_operator.builders.service import build_service
 from mlmodel_operator.hashing import content_hash
-from mlmodel_operator.runtimes import Runtime, runtime_for
+from mlmodel_operator.runtimes import PICKER_RUNTIME, Runtime, runtime_for
 
 __all__ = [
     "AutoscalingPlan",
@@ -68,6 +73,10 @@ class BuildSettings:
     prometheus_url: str | None = None
     # Whether the cluster serves the Gateway API's HTTPRoutes (gateway.networking.k8s.io/v1).
     gateway_api: bool = False
+    # Whether the cluster serves the Inference Extension's InferencePools
+    # (inference.networking.k8s.io/v1): an `llm` model behind a Gateway is then served through
+    # one, with an endpoint picker.
+    inference_pool: bool = False
     # Whether the cluster serves KEDA's keda.sh/v1alpha1 ScaledObject, and the custom metrics
     # API (custom.metrics.k8s.io, e.g. prometheus-adapter) for a HorizontalPodAutoscaler.
     keda: bool = False
@@ -133,10 +142,23 @@ def build_children(
     service = build_service(owner, spec, runtime, monitored=monitor is not None)
     children.append(service)
     gateway = spec.rollout.gateway
-    if gateway is not None and settings.gateway_api:
+    pool = pool_wanted(spec, gateway_api=settings.gateway_api, pool_api=settings.inference_pool)
+    if pool and gateway is not None:
+        # Through the sidecar when it runs, so that the picker's requests and metric scrapes
+        # are the ones the sidecar measures and forwards.
+        target_port = api.SIDECAR_PROXY_PORT if monitor is not None else model_port(spec, runtime)
+        clients = settings.network_policy.clients if settings.network_policy else None
+        picker = settings.runtimes[PICKER_RUNTIME]
+        children += build_pool_children(owner, spec, picker, target_port, gateway, clients)
+    elif gateway is not None and settings.gateway_api:
         children.append(build_http_route(owner, spec, gateway, canary_weight=None))
     else:
         absent.append(ObjectRef(ROUTE_API, "HTTPRoute", owner.namespace, owner.name))
+    if not pool:
+        absent += [
+            ObjectRef(api_version, kind, owner.namespace, name)
+            for api_version, kind, name in pool_object_keys(owner)
+        ]
     if settings.network_policy is not None:
         children.append(build_network_policy(owner, spec, service, settings.network_policy))
     else:

@@ -21,6 +21,15 @@ def _backend(name: str, weight: int | None = None) -> dict[str, Any]:
     return ref
 
 
+def parent_ref(gateway: api.GatewayParent) -> dict[str, Any]:
+    parent: dict[str, Any] = {"group": GATEWAY_GROUP, "kind": "Gateway", "name": gateway.name}
+    if gateway.namespace:
+        parent["namespace"] = gateway.namespace
+    if gateway.section_name:
+        parent["sectionName"] = gateway.section_name
+    return parent
+
+
 def build_http_route(
     owner: Owner,
     spec: api.MLModelDeploymentSpec,
@@ -29,11 +38,6 @@ def build_http_route(
 ) -> dict[str, Any]:
     """All traffic to the model Service, or during a canary `canary_weight` percent to the
     canary's pods and the rest to the stable ones."""
-    parent: dict[str, Any] = {"group": GATEWAY_GROUP, "kind": "Gateway", "name": gateway.name}
-    if gateway.namespace:
-        parent["namespace"] = gateway.namespace
-    if gateway.section_name:
-        parent["sectionName"] = gateway.section_name
     if canary_weight is None:
         backends = [_backend(owner.name)]
     else:
@@ -45,5 +49,5 @@ def build_http_route(
         "apiVersion": ROUTE_API,
         "kind": "HTTPRoute",
         "metadata": object_meta(owner, spec, owner.name),
-        "spec": {"parentRefs": [parent], "rules": [{"backendRefs": backends}]},
+        "spec": {"parentRefs": [parent_ref(gateway)], "rules": [{"backendRefs": backends}]},
     }

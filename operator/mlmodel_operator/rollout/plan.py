@@ -158,7 +158,7 @@ def arrange(
                     ObjectRef("v1", "Service", owner.namespace, owner.name + suffix)
                     for suffix in (STABLE_SUFFIX, CANARY_SUFFIX)
                 ]
-        elif kind == "HTTPRoute" and route_weight is not None and spec.rollout.gateway:
+        elif kind == "HTTPRoute" and gateway and route_weight is not None and spec.rollout.gateway:
             apply.append(build_http_route(owner, spec, spec.rollout.gateway, route_weight))
         else:
             apply.append(obj)

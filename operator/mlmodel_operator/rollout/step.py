@@ -11,6 +11,7 @@ from mlmodel_operator import api
 from mlmodel_operator.analysis import analyse
 from mlmodel_operator.builders import BuildSettings, Children, Owner
 from mlmodel_operator.builders.canary import revision_of, template_revision
+from mlmodel_operator.builders.inference_pool import pool_wanted
 from mlmodel_operator.rollout.machine import Decision, advance, rfc3339, window_end
 from mlmodel_operator.rollout.plan import Live, arrange, facts_from, override_of
 
@@ -28,7 +29,9 @@ def next_step(
     stable_built = next(o for o in children.apply if o["kind"] == "Deployment")
     stored = (body.get("status") or {}).get("rollout")
     previous = api.RolloutStatus.model_validate(stored) if stored else None
-    exact = spec.rollout.gateway is not None and settings.gateway_api
+    # A pool spreads requests over both versions' pods by load: a split by replicas.
+    pooled = pool_wanted(spec, gateway_api=settings.gateway_api, pool_api=settings.inference_pool)
+    exact = spec.rollout.gateway is not None and settings.gateway_api and not pooled
     autoscaled = children.autoscaling is not None and children.autoscaling.kind is not None
     facts = facts_from(spec, stable_built, live, previous, override_of(body), exact, autoscaled)
     now = datetime.now(UTC)
