@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from llm_helpers import tiny_llm, vllm_server
 from prometheus_client.parser import text_string_to_metric_families
 
 from kube_helpers import wait_until
+from llm_helpers import tiny_llm, vllm_server
 from monitor_procs import metric, start_sidecar
 
 MODEL = "tiny"
