@@ -74,12 +74,19 @@ def structural(
             value = structural(value, defs)
         out[key] = value
 
-    if out.get("default", 0) is None:
+    unset_by_default = out.get("default", 0) is None
+    if unset_by_default:
         del out["default"]
-    if optional and out.get("type") == "object" and not out.get("required"):
+    if (
+        optional
+        and not unset_by_default
+        and out.get("type") == "object"
+        and not out.get("required")
+    ):
         # An optional object defaults to {} so that the API server fills in the defaults of its
-        # fields, and what is stored is what the operator reads. One with required fields has
-        # no such default: it is there or not.
+        # fields, and what is stored is what the operator reads. One with required fields, or
+        # whose absence means something (a None default: spec.llm), has no such default: it is
+        # there or not.
         out["default"] = {}
     for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
         # JSON Schema's numeric exclusive bounds are OpenAPI v3.0's limit plus a boolean flag.

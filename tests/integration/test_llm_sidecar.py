@@ -204,6 +204,17 @@ def test_the_sidecars_scrape_holds_vllms_metrics(sidecar: dict[str, Any]) -> Non
     assert "mlmodel_llm_requests" in families and "mlmodel_requests" in families
 
 
+def test_scrapes_through_the_proxy_port_reach_vllm_and_are_not_requests(
+    sidecar: dict[str, Any],
+) -> None:
+    """An endpoint picker reads vLLM's metrics through the port that serves the model."""
+    requests = llm_metric(sidecar, "mlmodel_requests_total")
+    for _ in range(5):
+        url = f"http://127.0.0.1:{sidecar['listen_port']}/metrics"
+        assert b"vllm:kv_cache_usage_perc" in urllib.request.urlopen(url).read()
+    assert llm_metric(sidecar, "mlmodel_requests_total") == requests
+
+
 def test_drift_watches_lengths_and_finish_reasons_never_text(sidecar: dict[str, Any]) -> None:
     port = sidecar["listen_port"]
     for n in range(110):

@@ -229,7 +229,9 @@ class Proxy:
     async def forward(self, request: web.Request) -> web.StreamResponse:
         start = time.perf_counter()
         protocol = protocol_of(request.method, request.path)
-        track = self.settings.performance_tracking
+        # A scrape of the model server's own metrics (an endpoint picker reads vLLM's through
+        # this port, many times a second) is relayed, not counted as a request to the model.
+        track = self.settings.performance_tracking and not self._is_scrape(request)
         if track:
             self._in_flight.inc()
         outcome = Outcome()
@@ -272,6 +274,10 @@ class Proxy:
                 asyncio.get_running_loop().call_soon(self._hand_over, outcome.exchange)
             if outcome.llm is not None and outcome.llm.answered:
                 asyncio.get_running_loop().call_soon(self._read_llm, outcome, body)
+
+    def _is_scrape(self, request: web.Request) -> bool:
+        path = self.settings.upstream_metrics_path
+        return path is not None and request.method == "GET" and request.path == path
 
     def _read_llm(self, outcome: Outcome, body: Body) -> None:
         """Count what an OpenAI exchange came to, and hand its facts to the analyst."""
