@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
-from llm_helpers import tiny_llm
+from prometheus_client.parser import text_string_to_metric_families
 
 from kube_helpers import TestCluster, wait_until
+from llm_helpers import tiny_llm
 from model_helpers import Models
 from procs import free_port
 from prometheus_procs import prometheus
@@ -106,7 +107,14 @@ def test_an_llm_serves_a_chat_through_its_sidecar_and_prometheus_sees_its_tokens
         assert answer["choices"][0]["finish_reason"] == "length"
     metrics = result["metrics"]
     assert "vllm:num_requests_waiting{" in metrics  # vLLM's own, through the sidecar's port
-    assert f'mlmodel_llm_requests_total{{model="{NAME}"' in metrics
+    finished = {
+        (sample.labels["endpoint"], sample.labels["finish_reason"]): sample.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "mlmodel_llm_requests"
+        for sample in family.samples
+        if sample.name == "mlmodel_llm_requests_total" and sample.labels["model"] == NAME
+    }
+    assert finished == {("chat", "length"): REQUESTS}
 
     with (
         prometheus(tmp_path / "prometheus") as prom,
