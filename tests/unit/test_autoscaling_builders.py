@@ -250,3 +250,21 @@ def test_replicas_managers_and_handover() -> None:
         "spec": {"replicas": 3},
     }
     assert HANDOVER_MANAGER != "mlmodel-operator"
+
+
+def test_an_llm_scales_on_vllms_queue() -> None:
+    s = spec({"metric": "queue", "target": 8}, model_type="llm", model_uri="pvc://w/m")
+    hpa = build_hpa(OWNER, s)
+    assert hpa["spec"]["metrics"][0]["pods"] == {
+        "metric": {"name": "vllm:num_requests_waiting"},
+        "target": {"type": "AverageValue", "averageValue": "8"},
+    }
+    trigger = build_scaled_object(OWNER, s, PROMETHEUS)["spec"]["triggers"][0]
+    # vLLM labels its metrics with the served name, which is the resource's name.
+    assert trigger["metadata"]["query"] == (
+        'sum(vllm:num_requests_waiting{namespace="ns",model_name="m"})'
+    )
+    assert trigger["metadata"]["threshold"] == "8"
+    # Without KEDA it needs the custom metrics API, like the sidecar's metrics.
+    plan = plan_autoscaling(s, keda=False, custom_metrics=False, prometheus_url=None)
+    assert plan is not None and plan.reason == "CustomMetricsUnavailable"
