@@ -11,7 +11,7 @@ REAL_NODE ?=
 REAL_NODE_FLAG := $(if $(filter 1 yes true,$(REAL_NODE)),--real-node)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv binaries test-tools vllm-env system-packages manifests cluster-up cluster-down real-node-up images env lint fmt crds test bench bench-scale demo demo-down
+.PHONY: help venv binaries test-tools vllm-env system-packages manifests cluster-up cluster-down real-node-up images env lint fmt crds test bench bench-llm bench-scale demo demo-down
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -84,6 +84,9 @@ bench: venv ## benchmarks: drift check vs scipy, sidecar latency, hand-off cost,
 	$(BIN)/python bench/sidecar_latency.py
 	$(BIN)/python bench/handoff_cost.py
 	$(BIN)/python bench/sidecar_load.py --seconds $(LOAD_SECONDS)
+
+bench-llm: venv ## TTFT and inter-token latency through the sidecar against vLLM directly (vLLM's CPU build)
+	$(BIN)/python bench/llm_stream.py
 	$(BIN)/python bench/sidecar_abuse.py
 
 SCALE_N ?= 100 300
