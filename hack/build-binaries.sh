@@ -5,6 +5,7 @@
 #   hack/build-binaries.sh               build the control plane's binaries that are missing
 #   hack/build-binaries.sh --real-node   also those of the real node (hack/realnode.py)
 #   hack/build-binaries.sh --test-tools  also the servers only tests use (below)
+#   hack/build-binaries.sh --kind        also kind and kubeadm, for kind clusters (hack/kindnode.py)
 #   hack/build-binaries.sh --print       print the cache directory of each component and exit
 #
 # The cache root is $MLMODEL_CACHE_DIR, else ${XDG_CACHE_HOME:-~/.cache}/mlmodel-operator.
@@ -30,6 +31,9 @@ FAKE_GCS_SERVER_VERSION=v1.56.1
 # The Gateway API Inference Extension's lightweight endpoint picker, run by the tests against the
 # InferencePools the operator makes (llm-d's picker, the default image, is not on the Go proxy).
 LWEPP_VERSION=v1.6.2
+# kind clusters (opt-in): kind itself; kubeadm, like the node image's other binaries, is the
+# Kubernetes release above.
+KIND_VERSION=v0.33.0
 
 # component|version|tools module|binaries (space separated)|packages|build tags
 components=(
@@ -47,6 +51,10 @@ real_node_components=(
   "coredns|$COREDNS_VERSION|coredns|coredns|github.com/coredns/coredns|"
   "nodetools|$NODETOOLS_VERSION|nodetools|pause cri-teardown|./pause ./cri-teardown|"
 )
+kind_components=(
+  "kind|$KIND_VERSION|kind|kind|sigs.k8s.io/kind|"
+  "kubeadm|$KUBERNETES_VERSION|kubernetes|kubeadm|k8s.io/kubernetes/cmd/kubeadm|"
+)
 test_tools=(
   "minio|$MINIO_VERSION|minio|minio|github.com/minio/minio"
   "fake-gcs-server|$FAKE_GCS_SERVER_VERSION|fake-gcs-server|fake-gcs-server|github.com/fsouza/fake-gcs-server"
@@ -56,7 +64,8 @@ test_tools=(
 bin_dir() { echo "$cache/bin/$1-$2"; }
 
 if [[ "${1:-}" == "--print" ]]; then
-  for entry in "${components[@]}" "${real_node_components[@]}" "${test_tools[@]}"; do
+  for entry in "${components[@]}" "${real_node_components[@]}" "${kind_components[@]}" \
+    "${test_tools[@]}"; do
     IFS='|' read -r name version _ _ _ <<<"$entry"
     bin_dir "$name" "$version"
   done
@@ -66,7 +75,7 @@ fi
 ldflags_for() {
   local name=$1 version=$2
   case "$name" in
-    kubernetes|kubernetes-node)
+    kubernetes|kubernetes-node|kubeadm)
       local minor build_date flags=""
       minor=$(echo "$version" | cut -d. -f2)
       build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -78,7 +87,7 @@ ldflags_for() {
       echo "-s -w$flags"
       ;;
     etcd) echo "-s -w" ;;
-    kwok | coredns | nodetools | minio | fake-gcs-server | lwepp) echo "-s -w" ;;
+    kwok | coredns | nodetools | minio | fake-gcs-server | lwepp | kind) echo "-s -w" ;;
     containerd | containerd-shim)
       echo "-s -w -X github.com/containerd/containerd/v2/version.Version=$version" ;;
     helm) echo "-s -w -X helm.sh/helm/v3/internal/version.version=$version" ;;
@@ -102,7 +111,8 @@ for arg in "$@"; do
   case "$arg" in
     --real-node) components+=("${real_node_components[@]}") ;;
     --test-tools) components+=("${test_tools[@]}"); fetch_crds=1 ;;
-    *) echo "usage: $0 [--real-node] [--test-tools] | --print" >&2; exit 2 ;;
+    --kind) components+=("${kind_components[@]}") ;;
+    *) echo "usage: $0 [--real-node] [--test-tools] [--kind] | --print" >&2; exit 2 ;;
   esac
 done
 
