@@ -9,6 +9,9 @@ CLUSTER := $(PYTHON) hack/localcluster.py
 # needs root), with the images of the operator and the model servers built and loaded.
 REAL_NODE ?=
 REAL_NODE_FLAG := $(if $(filter 1 yes true,$(REAL_NODE)),--real-node)
+# KIND=1: `make env` prints the exports of the kind cluster of `make kind-up` instead.
+KIND ?=
+KIND_CLUSTER := $(PYTHON) hack/kindcluster.py
 
 .DEFAULT_GOAL := help
 .PHONY: help venv binaries test-tools vllm-env system-packages manifests cluster-up cluster-down real-node-up images env lint fmt crds test bench bench-llm bench-scale demo demo-down
@@ -26,6 +29,9 @@ venv: $(BIN)/.installed ## create .venv with the package and its test tools
 
 binaries: ## build the pinned control-plane binaries and helm (cached; slow only the first time)
 	bash hack/build-binaries.sh $(REAL_NODE_FLAG)
+
+binaries-kind: ## build kind, kubeadm and the node binaries its node image takes (cached)
+	bash hack/build-binaries.sh --real-node --kind
 
 test-tools: ## build the servers the tests fetch models from (MinIO, fake-gcs-server; cached)
 	bash hack/build-binaries.sh --test-tools
@@ -47,8 +53,18 @@ images: system-packages ## build the real node's images with podman (cached by c
 cluster-down: ## stop the local control plane (and real node); nothing is left behind
 	$(CLUSTER) down
 
-env: ## print shell exports for kubectl/helm: eval "$(make -s env)"
-	@$(CLUSTER) env
+.PHONY: binaries-kind kind-up kind-down
+
+# kind's node image is assembled from the cached binaries (hack/kindnode.py, cached by content);
+# the project's images are built as for the real node and loaded into the node.
+kind-up: binaries-kind system-packages ## a kind cluster (podman provider) with the project's images loaded
+	$(KIND_CLUSTER) up
+
+kind-down: ## delete the kind cluster and undo what it changed on the host
+	$(KIND_CLUSTER) down
+
+env: ## print shell exports for kubectl/helm: eval "$(make -s env)" (KIND=1: the kind cluster's)
+	@$(if $(filter 1 yes true,$(KIND)),$(KIND_CLUSTER),$(CLUSTER)) env
 
 lint: venv ## ruff lint and format check
 	$(BIN)/ruff check .
@@ -65,14 +81,15 @@ system-packages: ## Debian packages the tests and the real node use; installs th
 	@bash hack/system-packages.sh
 
 # The test servers are always built; the real node's binaries and images when this machine can
-# run one (root, the packages, the kernel features), else its tests skip, saying why. vLLM's
-# environment likewise: hack/vllm_env.py exits 2 where this host cannot have it (no package
-# index, not x86-64 Linux), and the LLM tests skip.
-test: venv system-packages lint ## the whole suite: unit, integration, e2e and real-node tests
-	bash hack/build-binaries.sh --test-tools $(if $(filter 0,$(shell id -u)),--real-node)
+# run one (root, the packages, the kernel features), else its tests skip, saying why; so are
+# kind's binaries and node image. vLLM's environment likewise: hack/vllm_env.py exits 2 where
+# this host cannot have it (no package index, not x86-64 Linux), and the LLM tests skip.
+test: venv system-packages lint ## the whole suite: unit, integration, e2e, real-node and kind tests
+	bash hack/build-binaries.sh --test-tools $(if $(filter 0,$(shell id -u)),--real-node --kind)
 	@$(PYTHON) hack/vllm_env.py venv >/dev/null || [ $$? -eq 2 ]
 	@if $(CLUSTER) can-run-real-node --dir "$${MLMODEL_TEST_CLUSTER_DIR:-.test-cluster}" >/dev/null; \
 	then $(PYTHON) hack/images.py build >/dev/null; fi
+	@if $(KIND_CLUSTER) can-run >/dev/null; then $(PYTHON) hack/kindnode.py build >/dev/null; fi
 	$(BIN)/pytest
 
 manifests: binaries ## render manifests/install.yaml from the chart (pinned helm)

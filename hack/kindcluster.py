@@ -154,6 +154,7 @@ def prepare_host(cluster: str) -> None:
         record = {
             "sysctls": realnode.read_sysctls(),
             "created_lib_modules": not LIB_MODULES.exists(),
+            "nft_tables": realnode.nft_tables(),
         }
         HOST_RECORD.write_text(json.dumps(record, indent=2))
     LIB_MODULES.mkdir(exist_ok=True)
@@ -169,6 +170,8 @@ def release_host(cluster: str) -> None:
         record = json.loads(HOST_RECORD.read_text())
     except (OSError, ValueError):
         record = {}
+    remove_idle_netavark_chains()
+    realnode.remove_new_tables(record.get("nft_tables"))
     realnode.restore_sysctls(record.get("sysctls", {}))
     if record.get("created_lib_modules"):
         try:
@@ -176,22 +179,60 @@ def release_host(cluster: str) -> None:
         except OSError as err:
             log(f"warning: {LIB_MODULES} was created for kind and is kept: {err}")
     HOST_RECORD.unlink(missing_ok=True)
-    podman("system", "prune", "--force", check=False, capture_output=True)
+    forget_run_state()
+
+
+def forget_run_state() -> None:
+    """podman's run state of kind's storage (locks, the container state of no container now):
+    every podman command recreates it."""
     realnode.unmount_all([RUN_DIR])
     shutil.rmtree(RUN_DIR, ignore_errors=True)
 
 
-def netavark_chains() -> list[str]:
-    found = []
-    for family in ("iptables", "ip6tables"):
-        if shutil.which(f"{family}-save"):
-            dump = subprocess.run([f"{family}-save"], capture_output=True, text=True).stdout
-            found += [
-                f"{family} {line[1:].split()[0]}"
-                for line in dump.splitlines()
-                if line.startswith(":NETAVARK")
-            ]
-    return found
+def iptables_dumps() -> dict[str, str]:
+    return {
+        family: subprocess.run([f"{family}-save"], capture_output=True, text=True).stdout
+        for family in ("iptables", "ip6tables")
+        if shutil.which(f"{family}-save")
+    }
+
+
+def netavark_chains(dump: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]], bool]:
+    """From iptables-save output: the (table, chain) of netavark, the (table, rule) of other
+    chains that jump to them, and whether any of them still holds a rule (a network in use)."""
+    table, chains, jumps, in_use = "", [], [], False
+    for line in dump.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith(":NETAVARK"):
+            chains.append((table, line[1:].split()[0]))
+        elif line.startswith("-A "):
+            chain = line.split()[1]
+            if chain.startswith("NETAVARK") and chain not in NETAVARK_FIXED_RULES:
+                in_use = True
+            elif "-j NETAVARK" in line:
+                jumps.append((table, line))
+    return chains, jumps, in_use
+
+
+# Chains whose rules netavark adds once, whatever its networks: a rule elsewhere is a network's.
+NETAVARK_FIXED_RULES = {"NETAVARK-HOSTPORT-MASQ", "NETAVARK-HOSTPORT-SETMARK"}
+
+
+def remove_idle_netavark_chains() -> None:
+    """netavark keeps its chains after its last network goes; once they are all empty, no
+    netavark network on this host needs them."""
+    for family, dump in iptables_dumps().items():
+        chains, jumps, in_use = netavark_chains(dump)
+        if in_use:
+            continue
+        for table, line in jumps:
+            # iptables-save quotes comments; let the shell undo that.
+            subprocess.run(["bash", "-c", f"{family} -t {table} -D {line[3:]}"], check=False)
+        for table, name in chains:
+            subprocess.run([family, "-t", table, "-F", name], check=False)
+        for table, name in chains:
+            subprocess.run([family, "-t", table, "-X", name], check=False)
 
 
 def leftovers() -> list[str]:
@@ -200,10 +241,12 @@ def leftovers() -> list[str]:
     networks = podman("network", "ls", "--format", "{{.Name}}", capture_output=True).stdout
     found += [f"podman network {n}" for n in networks.split() if n != "podman"]
     found += [f"link {link.name}" for link in Path("/sys/class/net").glob("mlmk*")]
-    found += netavark_chains()
-    found += [f"mount {m}" for m in realnode.our_mounts([RUN_DIR])]
+    for family, dump in iptables_dumps().items():
+        found += [f"{family} -t {table} {name}" for table, name in netavark_chains(dump)[0]]
     if HOST_RECORD.exists():
         found.append(f"file {HOST_RECORD}")
+    if not found:
+        forget_run_state()
     return found
 
 
@@ -264,7 +307,7 @@ class KindCluster:
         self.delete()
         release_host(self.name)
         self.kubeconfig.unlink(missing_ok=True)
-        for item in leftovers() if not kind_containers() else []:
+        for item in [] if kind_containers() else leftovers():
             log(f"warning: kind left {item}")
         log(f"kind cluster {self.name} deleted")
 
@@ -311,10 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     cluster = KindCluster(args.name, args.dir.resolve())
     try:
-        if args.command in ("up", "load", "status", "down"):
-            if reason := unavailable_reason():
-                log(f"error: this host cannot run kind: {reason}")
-                return 1
+        needs_kind = args.command in ("up", "load", "status")
+        if needs_kind and (reason := unavailable_reason()):
+            log(f"error: this host cannot run kind: {reason}")
+            return 1
         if args.command == "up":
             cluster.up()
             load_images(args.name, args.images or DEFAULT_IMAGES)

@@ -177,8 +177,11 @@ def build_component(name: str, image: str, base: str) -> None:
         context = Path(tmp)
         shutil.copy2(binary(component, binary_name), context / binary_name)
         path = entrypoint or f"/usr/local/bin/{binary_name}"
-        lines = [f"FROM {base if name == 'kube-proxy' else 'scratch'}", f"COPY {binary_name} {path}"]
-        lines.append("ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        lines = [
+            f"FROM {base if name == 'kube-proxy' else 'scratch'}",
+            f"COPY {binary_name} {path}",
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ]
         if entrypoint:
             lines.append(f'ENTRYPOINT ["{entrypoint}"]')
         if name == "kube-proxy":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the tests need: openssl (the local cluster's certificates), prometheus
 # (a real Prometheus and promtool in the monitoring tests), and for the real node runc, the CNI
-# plugins, iptables, podman and mmdebstrap (its images). Installs what is missing when run as
+# plugins, iptables, podman and mmdebstrap (its images), and for kind clusters netavark (podman's
+# networks of kind's nodes; hack/kindpodman.py). Installs what is missing when run as
 # root; otherwise says what to install (without root there is no real node, and its tests skip).
 set -euo pipefail
 
@@ -16,10 +17,11 @@ command -v nft >/dev/null || real_node+=(nftables)
 command -v ip >/dev/null || real_node+=(iproute2)
 command -v podman >/dev/null || real_node+=(podman)
 command -v mmdebstrap >/dev/null || real_node+=(mmdebstrap)
+[[ -x /usr/lib/podman/netavark ]] || real_node+=(netavark)
 if [[ $(id -u) -eq 0 ]]; then
   missing+=("${real_node[@]}")
 elif ((${#real_node[@]})); then
-  echo "note: the real node needs root and ${real_node[*]}; its tests will skip" >&2
+  echo "note: the real node and kind need root and ${real_node[*]}; their tests will skip" >&2
 fi
 ((${#missing[@]})) || exit 0
 

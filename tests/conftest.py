@@ -7,7 +7,11 @@ The cluster comes from MLMODEL_TEST_CLUSTER:
               the tests need): started for the session and stopped after it, or reused (and left
               running) when one is already up, after removing what an interrupted run left;
   kubeconfig  whatever cluster $KUBECONFIG points at, with kubectl and helm from $PATH;
-  kind        a kind cluster through pytest-kind-ng; needs a Docker engine.
+  kind        the kind tests' cluster (kind_helpers.py) through pytest-kind-ng: podman and the
+              node image of hack/kindnode.py here, Docker in GitHub Actions.
+
+The kind tests (tests/kind) always run on that kind cluster, and skip, saying why, where this
+host cannot run one.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import pytest
 from kopf.testing import KopfRunner
 from kubernetes import client
 
+import kind_helpers
 from kube_helpers import SUITE_LABEL, TestCluster, cached_bin_dirs, create_namespace, wait_until
 from mlmodel_operator import config
 
@@ -36,10 +41,14 @@ WANTS_REAL_NODE = pytest.StashKey[bool]()
 REAL_NODE_PROBLEM = pytest.StashKey[str]()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    kind_helpers.configure(config)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # The folder a test lives in is its kind; a marker per file would only repeat it.
     for item in items:
-        for kind in ("unit", "integration", "e2e", "realnode"):
+        for kind in ("unit", "integration", "e2e", "realnode", "kind"):
             if kind in Path(item.fspath).parts:
                 item.add_marker(kind)
     config.stash[WANTS_REAL_NODE] = any(item.get_closest_marker("realnode") for item in items)
@@ -111,10 +120,30 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[TestCluster]:
         yield TestCluster(kubeconfig=Path(os.environ["KUBECONFIG"]), bin_dirs=[])
     elif mode == "kind":
         request.config.stash[REAL_NODE_PROBLEM] = "skip: MLMODEL_TEST_CLUSTER=kind"
-        kind_cluster = request.getfixturevalue("kind_cluster")
-        yield TestCluster(kubeconfig=Path(kind_cluster.kubeconfig_path), bin_dirs=[])
+        yield request.getfixturevalue("kind_test_cluster")
     else:
         pytest.fail(f"MLMODEL_TEST_CLUSTER={mode!r}: expected local, kubeconfig or kind")
+
+
+@pytest.fixture(scope="session")
+def kind_host(request: pytest.FixtureRequest) -> Iterator[None]:
+    """This host ready for kind (podman here; nothing to do with Docker), until the cluster is
+    deleted: torn down after pytest-kind-ng's `kind_cluster`, which is set up after it."""
+    if kind_helpers.provider() != "podman":
+        yield
+        return
+    with kind_helpers.podman_host(request.config):
+        yield
+
+
+@pytest.fixture(scope="session")
+def kind_test_cluster(request: pytest.FixtureRequest) -> TestCluster:
+    """The kind cluster of pytest-kind-ng's `kind_cluster` fixture; see kind_helpers.py."""
+    request.getfixturevalue("kind_host")
+    kind_cluster = request.getfixturevalue("kind_cluster")
+    return TestCluster(
+        kubeconfig=Path(kind_cluster.kubeconfig_path).resolve(), bin_dirs=cached_bin_dirs()
+    )
 
 
 @pytest.fixture(scope="session")
