@@ -35,7 +35,7 @@ def configure(config: pytest.Config) -> None:
     """pytest-kind-ng's options, unless given: the cached kind and kubectl, and a cluster name
     of ours (its default, pytest-kind, is anyone's)."""
     option = config.option
-    if not hasattr(option, "kind_bin") or provider() != "podman":
+    if not hasattr(option, "kind_bin"):
         return
     dirs = kindcluster.kindnode.bin_dirs()
     option.kind_bin = option.kind_bin or str(dirs["kind"] / "kind")
