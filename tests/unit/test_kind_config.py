@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "hack"))
 import kindcluster  # noqa: E402  (hack/ is not a package)
 import kindnode  # noqa: E402
+import kindpodman  # noqa: E402
 import localcluster  # noqa: E402
 import realnode  # noqa: E402
 
@@ -134,3 +135,16 @@ def test_every_image_kubeadm_expects_is_built_here() -> None:
     assert set(expected) == set(kindnode.COMPONENT_IMAGES)
     assert all(image.endswith(f":{kindnode.KUBERNETES_VERSION}") for name, image in
                expected.items() if name.startswith("kube-"))  # fmt: skip
+
+
+def test_without_root_or_podman_kind_says_why_it_cannot_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kindcluster.os, "geteuid", lambda: 1000)
+    assert "needs root" in (kindcluster.unavailable_reason() or "")
+    monkeypatch.setattr(kindcluster.os, "geteuid", lambda: 0)
+    real_which = kindpodman.shutil.which
+    monkeypatch.setattr(
+        kindpodman.shutil, "which", lambda cmd: None if cmd == "podman" else real_which(cmd)
+    )
+    assert "podman (Debian: podman)" in (kindcluster.unavailable_reason() or "")
