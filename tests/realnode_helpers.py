@@ -177,3 +177,77 @@ def assert_pods_really_ready(
         pod_ready = next(c for c in pod.status.conditions if c.type == "Ready")
         assert pod_ready.status == "True"
         assert pod_ready.last_transition_time <= resource_ready
+
+
+CHART = REPO / "charts" / "mlmodel-operator"
+
+
+def helm(cluster: TestCluster, *args: str) -> str:
+    result = subprocess.run(["helm", *args], capture_output=True, text=True, env=cluster.env)
+    if result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed: {result.stderr}")
+    return result.stdout
+
+
+def install_chart(
+    cluster: TestCluster,
+    installed: InstalledOperator,
+    operator_image: str,
+    catalog: dict[str, Any],
+    timeout: str,
+) -> None:
+    """The chart installed with the locally built operator image and this runtime catalog,
+    watching `installed.models` only."""
+    repository, tag = operator_image.rsplit(":", 1)
+    helm(
+        cluster, "install", installed.release, str(CHART), "-n", installed.namespace,
+        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+        # Images come from the node's containerd; there is no registry.
+        "--set", "image.pullPolicy=Never",
+        "--set-json", f"runtimeCatalog={json.dumps(catalog)}",
+        "--set-json", f"watchNamespaces={json.dumps([installed.models])}",
+        "--wait", "--timeout", timeout,
+    )  # fmt: skip
+
+
+def uninstall_chart(cluster: TestCluster, installed: InstalledOperator) -> None:
+    subprocess.run(
+        ["helm", "uninstall", installed.release, "-n", installed.namespace, "--wait"],
+        capture_output=True,
+        env=cluster.env,
+    )
+    core = client.CoreV1Api(cluster.api)
+    for namespace in (installed.models, installed.namespace):
+        core.delete_namespace(namespace)
+
+
+def models_claim(cluster: TestCluster, namespace: str, host_path: dict[str, str]) -> str:
+    """A claim `models` in `namespace`, bound to a PersistentVolume of the node's `host_path`
+    (the operator mounts pvc:// at /mnt/models); the volume's name, to delete afterwards."""
+    core = client.CoreV1Api(cluster.api)
+    volume = f"models-{namespace}"
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": host_path,
+            },
+        }
+    )
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": "models"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "volumeName": volume,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    return volume

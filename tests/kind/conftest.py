@@ -3,22 +3,17 @@ chart with the image built from the Dockerfile, and a claim holding the models i
 
 from __future__ import annotations
 
-import json
-import subprocess
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kubernetes import client
 
 import kind_helpers
 from kube_helpers import TestCluster, create_namespace
-from realnode_helpers import InstalledOperator
+from realnode_helpers import InstalledOperator, install_chart, models_claim, uninstall_chart
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "mlmodel-operator"
-# On the node, inside its container: a directory of the kind node's own filesystem.
+# A directory of the kind node's own filesystem (inside its container).
 MODELS_HOST_DIR = "/var/local/mlmodel-models"
 
 
@@ -26,13 +21,6 @@ MODELS_HOST_DIR = "/var/local/mlmodel-models"
 def kind_images(kind_test_cluster: TestCluster, request: pytest.FixtureRequest) -> dict[str, str]:
     """NAME -> image, loaded into the kind node (kind_helpers.load_images)."""
     return kind_helpers.load_images(request.getfixturevalue("kind_cluster"))
-
-
-def helm(cluster: TestCluster, *args: str) -> str:
-    result = subprocess.run(["helm", *args], capture_output=True, text=True, env=cluster.env)
-    if result.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed: {result.stderr}")
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -47,26 +35,10 @@ def kind_operator(
         create_namespace(cluster.api, f"kind-system-{suffix}"),
         create_namespace(cluster.api, f"kind-models-{suffix}"),
     )
-    repository, tag = kind_images["operator"].rsplit(":", 1)
     catalog = {"mlserver": {"image": kind_images["mlserver"]}}
-    helm(
-        cluster, "install", installed.release, str(CHART), "-n", installed.namespace,
-        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-        # Images come from the node's containerd (kind load); there is no registry.
-        "--set", "image.pullPolicy=Never",
-        "--set-json", f"runtimeCatalog={json.dumps(catalog)}",
-        "--set-json", f"watchNamespaces={json.dumps([installed.models])}",
-        "--wait", "--timeout", "300s",
-    )  # fmt: skip
+    install_chart(cluster, installed, kind_images["operator"], catalog, "300s")
     yield installed
-    subprocess.run(
-        ["helm", "uninstall", installed.release, "-n", installed.namespace, "--wait"],
-        capture_output=True,
-        env=cluster.env,
-    )
-    core = client.CoreV1Api(cluster.api)
-    for namespace in (installed.models, installed.namespace):
-        core.delete_namespace(namespace)
+    uninstall_chart(cluster, installed)
 
 
 @pytest.fixture(scope="module")
@@ -76,31 +48,7 @@ def kind_model_claim(
     """A claim in the models' namespace bound to a directory of the node (the node image has no
     dynamic provisioner: see hack/kind/node/kind/manifests/default-storage.yaml); its name."""
     namespace = kind_operator.models
-    core = client.CoreV1Api(kind_test_cluster.api)
-    volume = f"models-{namespace}"
-    core.create_persistent_volume(
-        {
-            "metadata": {"name": volume},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": f"{MODELS_HOST_DIR}/{namespace}", "type": "DirectoryOrCreate"},
-            },
-        }
-    )
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        {
-            "metadata": {"name": "models"},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "volumeName": volume,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    )
+    path = f"{MODELS_HOST_DIR}/{namespace}"
+    volume = models_claim(kind_test_cluster, namespace, {"path": path, "type": "DirectoryOrCreate"})
     yield "models"
-    core.delete_persistent_volume(volume)
+    client.CoreV1Api(kind_test_cluster.api).delete_persistent_volume(volume)

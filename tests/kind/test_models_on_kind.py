@@ -15,34 +15,13 @@ from kubernetes import client
 
 from kube_helpers import TestCluster
 from model_helpers import Models
-from realnode_helpers import InstalledOperator, wait_for_pod_phase
+from realnode_helpers import InstalledOperator, restricted_pod, wait_for_pod_phase
 
 # The first test also creates the cluster, builds the node image and loads the images (minutes).
 pytestmark = pytest.mark.timeout(1800)
 
 IRIS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.1, 4.7, 1.5], [6.3, 3.3, 6.0, 2.5]]
 CLIENT_UID = 65532
-
-
-def one_shot_pod(name: str, image: str, script: str, uid: int, **spec: Any) -> dict[str, Any]:
-    container = {
-        "name": "main",
-        "image": image,
-        "imagePullPolicy": "Never",
-        "command": ["python", "-c", script],
-        **spec.pop("container", {}),
-    }
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": "Never",
-            "securityContext": {"runAsUser": uid, "runAsGroup": uid},
-            "containers": [container],
-            **spec,
-        },
-    }
 
 
 def run_to_completion(cluster: TestCluster, namespace: str, pod: dict[str, Any]) -> str:
@@ -82,8 +61,8 @@ def test_mlserver_model_pods_run_and_answer_through_the_service(
     kind_model_claim: str,
 ) -> None:
     cluster, namespace, name = kind_test_cluster, kind_operator.models, "iris-kind"
-    # The model, trained in the image that serves it, onto the claim (root: the node's
-    # directory is root's; MLServer, not root, only reads it).
+    # The model, trained in the image that serves it, onto the claim; as root, without any
+    # capability, since the node's directory is root's (MLServer, not root, only reads it).
     train = (
         "import os, joblib\n"
         "from sklearn.datasets import load_iris\n"
@@ -95,11 +74,12 @@ def test_mlserver_model_pods_run_and_answer_through_the_service(
     )
     mount = {"volumeMounts": [{"name": "models", "mountPath": "/mnt/models"}]}
     volumes = [{"name": "models", "persistentVolumeClaim": {"claimName": kind_model_claim}}]
-    run_to_completion(
-        cluster,
-        namespace,
-        one_shot_pod("train", kind_images["mlserver"], train, 0, container=mount, volumes=volumes),
-    )
+    as_root = {"runAsUser": 0, "runAsGroup": 0}
+    trainer = restricted_pod(
+        "train", kind_images["mlserver"], ["python", "-c", train],
+        container=mount, volumes=volumes, securityContext=as_root,
+    )  # fmt: skip
+    run_to_completion(cluster, namespace, trainer)
 
     models = Models(cluster, namespace)
     models.create(
@@ -140,8 +120,10 @@ def test_mlserver_model_pods_run_and_answer_through_the_service(
         f"metrics = urllib.request.urlopen({service + ':9090/metrics'!r}, timeout=30).read()\n"
         "print(json.dumps({'answer': answer, 'metrics': metrics.decode()}))\n"
     )
-    client_pod = one_shot_pod(f"client-{uuid.uuid4().hex[:6]}", kind_images["operator"], call,
-                              CLIENT_UID)  # fmt: skip
+    client_pod = restricted_pod(
+        f"client-{uuid.uuid4().hex[:6]}", kind_images["operator"], ["python", "-c", call],
+        uid=CLIENT_UID,
+    )  # fmt: skip
     result = json.loads(run_to_completion(cluster, namespace, client_pod).strip().splitlines()[-1])
     assert result["answer"]["model_name"] == name
     assert result["answer"]["outputs"][0]["data"] == [0, 1, 2]
