@@ -2,9 +2,10 @@
 image of hack/kindnode.py, in GitHub Actions with Docker and the stock kindest/node image.
 
 MLMODEL_KIND_PROVIDER says which (default podman). With podman the host is prepared as
-`make kind-up` prepares it (hack/kindcluster.py) and the project's images are built and loaded
-as it loads them; with docker the workflow has built the images and names them in
-MLMODEL_KIND_IMAGES (JSON, NAME -> image), and they are loaded with `kind load docker-image`.
+`make kind-up` prepares it (hack/kindcluster.py). The project's images are built and loaded as
+`make kind-up` loads them, unless MLMODEL_KIND_IMAGES (JSON, NAME -> image) names images already
+in the provider's own store (Docker's, or kind's podman storage): those are loaded with
+`kind load docker-image`, as the workflow does after `docker build`.
 """
 
 from __future__ import annotations
@@ -66,9 +67,9 @@ def podman_host(config: pytest.Config) -> Iterator[None]:
 
 def load_images(kind_cluster) -> dict[str, str]:
     """The project's images in the kind node; NAME -> image."""
-    if provider() == "podman":
+    if "MLMODEL_KIND_IMAGES" not in os.environ:
         return kindcluster.load_images(kind_cluster.name, IMAGES)
-    named = json.loads(os.environ.get("MLMODEL_KIND_IMAGES", "{}"))
+    named = json.loads(os.environ["MLMODEL_KIND_IMAGES"])
     if missing := set(IMAGES) - set(named):
         pytest.fail(f"MLMODEL_KIND_IMAGES names no image for {sorted(missing)}")
     for image in named.values():

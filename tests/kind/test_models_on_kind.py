@@ -7,7 +7,6 @@ models in CI with kind"), and what .github/workflows/kind.yaml runs with Docker.
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import pytest
@@ -15,13 +14,18 @@ from kubernetes import client
 
 from kube_helpers import TestCluster
 from model_helpers import Models
-from realnode_helpers import InstalledOperator, restricted_pod, wait_for_pod_phase
+from realnode_helpers import (
+    REQUESTS,
+    InstalledOperator,
+    call_from_a_pod,
+    restricted_pod,
+    wait_for_pod_phase,
+)
 
 # The first test also creates the cluster, builds the node image and loads the images (minutes).
 pytestmark = pytest.mark.timeout(1800)
 
 IRIS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.1, 4.7, 1.5], [6.3, 3.3, 6.0, 2.5]]
-CLIENT_UID = 65532
 
 
 def run_to_completion(cluster: TestCluster, namespace: str, pod: dict[str, Any]) -> str:
@@ -112,24 +116,17 @@ def test_mlserver_model_pods_run_and_answer_through_the_service(
     # From another pod, by the Service's DNS name, through the sidecar to MLServer.
     service = f"http://{name}.{namespace}.svc.cluster.local"
     body = {"inputs": [{"name": "x", "shape": [3, 4], "datatype": "FP64", "data": IRIS}]}
-    call = (
-        "import json, urllib.request\n"
-        f"req = urllib.request.Request({service + f'/v2/models/{name}/infer'!r}, "
-        f"{json.dumps(body)!r}.encode(), {{'Content-Type': 'application/json'}})\n"
-        "answer = json.loads(urllib.request.urlopen(req, timeout=30).read())\n"
-        f"metrics = urllib.request.urlopen({service + ':9090/metrics'!r}, timeout=30).read()\n"
-        "print(json.dumps({'answer': answer, 'metrics': metrics.decode()}))\n"
-    )
-    client_pod = restricted_pod(
-        f"client-{uuid.uuid4().hex[:6]}", kind_images["operator"], ["python", "-c", call],
-        uid=CLIENT_UID,
+    result = call_from_a_pod(
+        cluster, namespace, kind_images["operator"], f"{service}/v2/models/{name}/infer", body,
+        f"{service}:9090/metrics",
     )  # fmt: skip
-    result = json.loads(run_to_completion(cluster, namespace, client_pod).strip().splitlines()[-1])
-    assert result["answer"]["model_name"] == name
-    assert result["answer"]["outputs"][0]["data"] == [0, 1, 2]
-    counted = [
-        line
+    assert len(result["answers"]) == REQUESTS
+    for answer in result["answers"]:
+        assert answer["model_name"] == name
+        assert answer["outputs"][0]["data"] == [0, 1, 2]
+    counted = sum(
+        float(line.rsplit(" ", 1)[1])
         for line in result["metrics"].splitlines()
         if line.startswith("mlmodel_requests_total{") and f'model="{name}"' in line
-    ]
-    assert counted, "the sidecar counted no request"
+    )
+    assert counted >= REQUESTS, "the sidecar did not count every request"
