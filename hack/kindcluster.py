@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import images
@@ -325,17 +326,21 @@ def load_images(cluster: str, names: list[str]) -> dict[str, str]:
     missing = [name for name in names if not images.exists(tags[name])]
     built = {**tags, **(images.build(missing) if missing else {})}
     for name in names:
-        with tempfile.TemporaryDirectory() as tmp:
-            archive = Path(tmp) / "image.tar"
-            images.podman(
-                "save", "--quiet", "--format=docker-archive", "-o", str(archive), built[name]
-            )
-            run_kind(
-                "load", "image-archive", f"--name={cluster}", str(archive),
-                name=cluster, capture_output=True,
-            )  # fmt: skip
-        log(f"loaded {built[name]} into {cluster}")
+        load_image(cluster, built[name], images.podman)
     return {name: built[name] for name in names}
+
+
+def load_image(cluster: str, image: str, podman_of_store: Callable[..., object]) -> None:
+    """Load `image` from the podman storage that `podman_of_store` runs on into the node. An
+    archive: `kind load docker-image` runs the docker command whatever the provider."""
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "image.tar"
+        podman_of_store("save", "--quiet", "--format=docker-archive", "-o", str(archive), image)
+        run_kind(
+            "load", "image-archive", f"--name={cluster}", str(archive),
+            name=cluster, capture_output=True,
+        )  # fmt: skip
+    log(f"loaded {image} into {cluster}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,8 @@ image of hack/kindnode.py, in GitHub Actions with Docker and the stock kindest/n
 MLMODEL_KIND_PROVIDER says which (default podman). With podman the host is prepared as
 `make kind-up` prepares it (hack/kindcluster.py). The project's images are built and loaded as
 `make kind-up` loads them, unless MLMODEL_KIND_IMAGES (JSON, NAME -> image) names images already
-in the provider's own store (Docker's, or kind's podman storage): those are loaded with
-`kind load docker-image`, as the workflow does after `docker build`.
+in the provider's own store: Docker's (loaded with `kind load docker-image`, as the workflow
+does after `docker build`) or kind's podman storage (hack/kindpodman.py).
 """
 
 from __future__ import annotations
@@ -73,5 +73,8 @@ def load_images(kind_cluster) -> dict[str, str]:
     if missing := set(IMAGES) - set(named):
         pytest.fail(f"MLMODEL_KIND_IMAGES names no image for {sorted(missing)}")
     for image in named.values():
-        kind_cluster.load_docker_image(image)
+        if provider() == "podman":
+            kindcluster.load_image(kind_cluster.name, image, kindpodman.podman)
+        else:
+            kind_cluster.load_docker_image(image)
     return {name: named[name] for name in IMAGES}
