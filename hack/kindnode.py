@@ -39,7 +39,6 @@ from kindpodman import PodmanError, log, podman
 REPO = Path(__file__).resolve().parent.parent
 HACK = REPO / "hack"
 NODE_FILES = HACK / "kind" / "node"
-KUBERNETES_VERSION = "v1.36.3"
 DEBIAN_SUITE = "bookworm"
 DEBIAN_PACKAGES = [
     "systemd", "systemd-sysv", "dbus", "runc", "containernetworking-plugins", "iptables",
@@ -91,6 +90,11 @@ def bin_dirs() -> dict[str, Path]:
     return {Path(p).name.rsplit("-", 1)[0]: Path(p) for p in out}
 
 
+def kubernetes_version() -> str:
+    """The release hack/build-binaries.sh pins: its cache directory is named after it."""
+    return bin_dirs()["kubernetes"].name.rsplit("-", 1)[1]
+
+
 def binary(component: str, name: str) -> Path:
     path = bin_dirs()[component] / name
     if not os.access(path, os.X_OK):
@@ -102,7 +106,7 @@ def kubeadm_images() -> dict[str, str]:
     """Repository base name -> the image name kubeadm expects for this Kubernetes release."""
     out = subprocess.run(
         [str(binary("kubeadm", "kubeadm")), "config", "images", "list",
-         f"--kubernetes-version={KUBERNETES_VERSION}"],
+         f"--kubernetes-version={kubernetes_version()}"],
         check=True, capture_output=True, text=True,
     ).stdout.split()  # fmt: skip
     return {image.rsplit(":", 1)[0].rsplit("/", 1)[1]: image for image in out}
@@ -161,7 +165,7 @@ def node_context(root: Path, pause_image: str) -> None:
     for component, names in NODE_BINARIES.items():
         for name in names:
             shutil.copy2(binary(component, name), root / "usr" / "local" / "bin" / name)
-    (root / "kind" / "version").write_text(KUBERNETES_VERSION + "\n")
+    (root / "kind" / "version").write_text(kubernetes_version() + "\n")
     units = root / "etc" / "systemd" / "system"
     for unit in MASKED_UNITS:
         (units / unit).symlink_to("/dev/null")
@@ -235,7 +239,7 @@ def build_node(image: str) -> None:
         build_debian(debian)
     wanted = kubeadm_images()
     if unknown := set(wanted) - set(COMPONENT_IMAGES):
-        raise PodmanError(f"kubeadm {KUBERNETES_VERSION} expects images not built here: {unknown}")
+        raise PodmanError(f"kubeadm expects images not built here: {unknown}")
     stage = image.replace("mlmodel-kind-node:", "mlmodel-kind-node-stage:")
     container = f"mlmodel-kind-build-{os.getpid()}"
     log(f"building {image}")

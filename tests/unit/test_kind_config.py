@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
+
+import kind_helpers
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "hack"))
@@ -133,7 +137,7 @@ def test_every_image_kubeadm_expects_is_built_here() -> None:
     except kindnode.PodmanError as err:
         pytest.skip(f"no kubeadm built: {err}")
     assert set(expected) == set(kindnode.COMPONENT_IMAGES)
-    assert all(image.endswith(f":{kindnode.KUBERNETES_VERSION}") for name, image in
+    assert all(image.endswith(f":{kindnode.kubernetes_version()}") for name, image in
                expected.items() if name.startswith("kube-"))  # fmt: skip
 
 
@@ -148,3 +152,21 @@ def test_without_root_or_podman_kind_says_why_it_cannot_run(
         kindpodman.shutil, "which", lambda cmd: None if cmd == "podman" else real_which(cmd)
     )
     assert "podman (Debian: podman)" in (kindcluster.unavailable_reason() or "")
+
+
+def test_the_workflow_pins_what_it_uses_and_runs_the_kind_tests_as_here() -> None:
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "kind.yaml").read_text())
+    steps = workflow["jobs"]["kind"]["steps"]
+    for step in steps:
+        if "uses" in step:
+            assert re.fullmatch(r"[\w-]+/[\w-]+@v\d+\.\d+\.\d+", step["uses"]), step["uses"]
+    # kind's own node image there, of the Kubernetes minor release built here.
+    minor = kindnode.kubernetes_version().rsplit(".", 1)[0]
+    node_image = workflow["env"]["KIND_NODE_IMAGE"]
+    assert re.fullmatch(rf"kindest/node:{re.escape(minor)}\.\d+@sha256:[0-9a-f]{{64}}", node_image)
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", workflow["env"]["PYTHON_IMAGE"])
+    assert any("hack/build-binaries.sh --kind" in step.get("run", "") for step in steps)
+    test_step = steps[-1]
+    assert test_step["run"].split()[:2] == [".venv/bin/pytest", "tests/kind"]
+    assert test_step["env"]["MLMODEL_KIND_PROVIDER"] == "docker"
+    assert set(json.loads(test_step["env"]["MLMODEL_KIND_IMAGES"])) == set(kind_helpers.IMAGES)
