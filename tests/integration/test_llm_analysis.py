@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from llm_helpers import tiny_llm, vllm_server
 
+from llm_helpers import tiny_llm, vllm_server
 from mlmodel_operator import api
 from mlmodel_operator.analysis import analyse
 from prometheus_procs import ModelVersion, Prometheus, model_version, prometheus

@@ -9,7 +9,6 @@ import subprocess
 from typing import Any
 
 from llm_helpers import vllm_python
-
 from mlmodel_operator import api
 from mlmodel_operator.builders import BuildSettings, Owner, build_children
 from mlmodel_operator.runtimes import DEFAULT_RUNTIMES

@@ -13,15 +13,20 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from llm_helpers import SERVER_ARGS as LLM_CPU_ARGS
-from llm_helpers import SERVER_ENV as LLM_CPU_ENV
 
 from kube_helpers import TestCluster
+from llm_helpers import SERVER_ARGS as LLM_CPU_ARGS
+from llm_helpers import SERVER_ENV as LLM_CPU_ENV
 from mlmodel_operator.runtimes import DEFAULT_RUNTIMES
-from realnode_helpers import InstalledOperator, real_node_namespace
+from realnode_helpers import (
+    InstalledOperator,
+    install_chart,
+    models_claim,
+    real_node_namespace,
+    uninstall_chart,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "mlmodel-operator"
 
 
 @pytest.fixture(scope="session")
@@ -43,13 +48,6 @@ def images(real_node_cluster_dir: Path) -> dict[str, str]:
     return json.loads(result.stdout)
 
 
-def helm(cluster: TestCluster, *args: str) -> str:
-    result = subprocess.run(["helm", *args], capture_output=True, text=True, env=cluster.env)
-    if result.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed: {result.stderr}")
-    return result.stdout
-
-
 @pytest.fixture(scope="module")
 def in_cluster_operator(
     cluster: TestCluster, images: dict[str, str], crd: str
@@ -61,7 +59,6 @@ def in_cluster_operator(
         real_node_namespace(cluster, "rn-system"),
         real_node_namespace(cluster, "rn-models"),
     )
-    repository, tag = images["operator"].rsplit(":", 1)
     catalog: dict[str, Any] = {"mlserver": {"image": images["mlserver"]}}
     if "vllm" in images:
         # vLLM's CPU build on this node: no compilation at start-up (no compiler in the
@@ -71,24 +68,9 @@ def in_cluster_operator(
             "args": LLM_CPU_ARGS,
             "env": {**DEFAULT_RUNTIMES["vllm"].env, **LLM_CPU_ENV},
         }
-    helm(
-        cluster, "install", installed.release, str(CHART), "-n", installed.namespace,
-        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-        # Images come from the node's containerd; there is no registry.
-        "--set", "image.pullPolicy=Never",
-        "--set-json", f"runtimeCatalog={json.dumps(catalog)}",
-        "--set-json", f"watchNamespaces={json.dumps([installed.models])}",
-        "--wait", "--timeout", "180s",
-    )  # fmt: skip
+    install_chart(cluster, installed, images["operator"], catalog, "180s")
     yield installed
-    subprocess.run(
-        ["helm", "uninstall", installed.release, "-n", installed.namespace, "--wait"],
-        capture_output=True,
-        env=cluster.env,
-    )
-    core = client.CoreV1Api(cluster.api)
-    for namespace in (installed.models, installed.namespace):
-        core.delete_namespace(namespace)
+    uninstall_chart(cluster, installed)
 
 
 @pytest.fixture(scope="module")
@@ -101,31 +83,6 @@ def model_claim(
     directory = real_node_cluster_dir / "models" / namespace
     directory.mkdir(parents=True)
     directory.chmod(0o777)  # written by pods running as non-root
-    core = client.CoreV1Api(cluster.api)
-    volume = f"models-{namespace}"
-    core.create_persistent_volume(
-        {
-            "metadata": {"name": volume},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": str(directory), "type": "Directory"},
-            },
-        }
-    )
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        {
-            "metadata": {"name": "models"},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "volumeName": volume,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    )
+    volume = models_claim(cluster, namespace, {"path": str(directory), "type": "Directory"})
     yield "models"
-    core.delete_persistent_volume(volume)
+    client.CoreV1Api(cluster.api).delete_persistent_volume(volume)
