@@ -209,7 +209,12 @@ def test_operator_with_the_chart_serviceaccount_reconciles_the_founding_manifest
         ("list", "secrets", "no"),
         ("delete", "nodes", "no"),
         ("create", "clusterroles", "no"),
-        ("create", "rolebindings", "no"),
+        # The endpoint pickers' Roles and RoleBindings (rbac.inferenceExtension): only rights the
+        # operator holds itself, as it may neither bind nor escalate.
+        ("create", "rolebindings", "yes"),
+        ("create", "clusterrolebindings", "no"),
+        ("bind", "clusterroles", "no"),
+        ("escalate", "roles", "no"),
         ("create", "pods", "no"),
         ("delete", "mlmodeldeployments.machine-learning.org", "no"),
         # Besides the status, only the machine-learning.org/rollout annotation it acted on is
