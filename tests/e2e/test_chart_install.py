@@ -67,7 +67,9 @@ def release(cluster: TestCluster) -> Iterator[Release]:
 
 
 @pytest.fixture(scope="module")
-def installed(cluster: TestCluster, release: Release) -> Release:
+def installed(cluster: TestCluster, release: Release, crd: str) -> Release:
+    # crd: Helm installs the chart's CRD only where there is none; on a cluster reused from an
+    # older checkout, the fixture brings it to this one (as an upgrade's first step would).
     helm(
         cluster, "install", release.name, str(CHART), "-n", release.namespace,
         "--wait", "--timeout", "120s",

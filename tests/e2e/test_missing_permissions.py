@@ -44,7 +44,9 @@ def without_writing_services(rules: list[dict]) -> list[dict]:
     return out
 
 
-def test_a_missing_permission_is_reported_in_status(cluster: TestCluster, tmp_path: Path) -> None:
+def test_a_missing_permission_is_reported_in_status(
+    cluster: TestCluster, crd: str, tmp_path: Path
+) -> None:
     suffix = uuid.uuid4().hex[:6]
     name, ns = f"no-services-{suffix}", f"no-services-{suffix}"
     rules = without_writing_services(chart_cluster_role()["rules"])
