@@ -6,10 +6,14 @@ each with a window of `window_size` values. A feature's reference comes from the
 data when it has a column of that name (or, for a tensor column `x[j]`, the column `j`);
 otherwise the first full window of live traffic becomes its reference.
 
-A feature has drifted when the change is both significant (p-value below the threshold, divided
-by the number of features tested, so the model-level false-alarm rate stays at the configured
-level) and large enough to matter (effect size at least the threshold): with big windows a
-negligible shift is still "significant".
+Two detectors watch each feature. The sequential one (sequential.py) checks every sample with
+CUSUM charts and raises an alarm within a few hundred samples of a shift; the windowed one below
+is the slow, thorough check. Drift is declared when either fires.
+
+A feature has drifted in the windowed test when the change is both significant (p-value below
+the threshold, divided by the number of features tested, so the model-level false-alarm rate
+stays at the configured level) and large enough to matter (effect size at least the
+threshold): with big windows a negligible shift is still "significant".
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ import numpy as np
 
 from mlmodel_operator.api import DriftSettings
 from mlmodel_operator.monitor.payloads import DEFAULT_BUDGET, Columns
+from mlmodel_operator.monitor.sequential import (
+    Alarm,
+    Bank,
+    CategoricalFeature,
+    NumericFeature,
+)
 from mlmodel_operator.monitor.stats import (
     CategoricalReference,
     NumericReference,
@@ -61,6 +71,15 @@ class _Feature:
     numeric: bool
     window: deque = field(default_factory=deque)
     reference: Reference | None = None
+    sequential: NumericFeature | CategoricalFeature | None = None
+
+
+@dataclass(frozen=True)
+class SequentialVerdict:
+    direction: str
+    feature: str
+    detector: str  # the chart of the feature's last alarm: cusum_mean, cusum_scale, ...
+    drifted: bool  # an alarm within the last `stable_samples` samples of the feature
 
 
 def is_numeric(value: object) -> bool:
@@ -97,10 +116,17 @@ class DriftDetector:
         self.new_samples = 0
         self.last_check = time.monotonic()
         self.rejected = Counter[str]()  # why values were not used: nonfinite, type, overflow
+        self.bank = Bank(settings.expected_samples_between_false_alarms)
+        # After an alarm a feature counts as drifted until this many of its samples in a row
+        # raise none: a lasting shift keeps raising alarms (the charts restart from zero after
+        # each), so the verdict holds while it lasts and clears by itself after it ends.
+        self.stable_samples = settings.window_size
+        self.alarms: list[Alarm] = []  # raised since the caller last took them
 
     # --- intake ------------------------------------------------------------------------------
 
     def add(self, direction: str, columns: Columns) -> None:
+        fed: list[tuple[tuple[str, str], _Feature, list]] = []
         for name, values in columns.items():
             feature = self._feature(direction, name, values)
             if feature is None:
@@ -115,6 +141,48 @@ class DriftDetector:
                 self._maybe_freeze_baseline(feature)
             feature.window.extend(usable)
             self.new_samples += len(values)
+            if feature.reference is not None:
+                fed.append(((direction, name), feature, usable))
+        # Every feature joins the bank before any runs: thresholds depend on the bank's size.
+        for key, feature, _ in fed:
+            if feature.sequential is None:
+                self._start_sequential(key, feature)
+        for key, feature, usable in fed:
+            if usable:
+                self._sequential(key, feature, usable)
+
+    def _start_sequential(self, key: tuple[str, str], feature: _Feature) -> None:
+        if feature.sequential is None:
+            # Calibrated once per reference: from the reference data when the feature first
+            # comes, or when its live baseline freezes.
+            reference = feature.reference
+            if isinstance(reference, NumericReference):
+                feature.sequential = NumericFeature(reference.sorted_values, self.bank.rng)
+            else:
+                assert isinstance(reference, CategoricalReference)
+                expanded = [c for c, n in reference.counts.items() for _ in range(n)]
+                feature.sequential = CategoricalFeature(expanded, self.bank.rng)
+            self.bank.add(key, feature.sequential.charts)
+
+    def _sequential(self, key: tuple[str, str], feature: _Feature, values: list) -> None:
+        if isinstance(feature.sequential, NumericFeature):
+            self.alarms += feature.sequential.update(key, np.asarray(values, dtype=np.float64))
+        else:
+            self.alarms += feature.sequential.update(key, values)
+
+    def take_alarms(self) -> list[Alarm]:
+        alarms, self.alarms = self.alarms, []
+        return alarms
+
+    def sequential_verdicts(self) -> list[SequentialVerdict]:
+        """The features whose charts have raised an alarm, drifted or stable again."""
+        out = []
+        for (direction, name), charts in self.bank.charts.items():
+            if charts.last_alarm is None or charts.since_alarm is None:
+                continue
+            drifted = charts.since_alarm < self.stable_samples
+            out.append(SequentialVerdict(direction, name, charts.last_alarm.detector, drifted))
+        return out
 
     def _categories(self, values: list[object]) -> list[str]:
         categories = [str(v) for v in values if is_category(v)]
