@@ -167,6 +167,61 @@ def test_drift_is_detected_on_shifted_inputs(sidecar: dict, tmp: Path) -> None:
     assert (tmp / "sidecar.log").read_text().count("drift detected") == 1
 
 
+def flowers(rng: np.random.Generator, count: int) -> np.ndarray:
+    """Iris flowers with a little noise: as many distinct values as a reference of thousands
+    of rows wants."""
+    features, _ = load_iris(return_X_y=True)
+    return features[rng.integers(0, len(features), count)] + rng.normal(0, 0.05, (count, 4))
+
+
+def test_the_sequential_detector_names_the_chart_and_the_feature(
+    tmp: Path, model_port: int
+) -> None:
+    rng = np.random.default_rng(12)
+    reference = tmp / "reference-2000.csv"
+    rows = ["0,1,2,3"] + [",".join(map(str, row)) for row in flowers(rng, 2000)]
+    reference.write_text("\n".join(rows) + "\n")
+    # Windows of 1,000: the windowed test cannot judge the 200 values sent below.
+    drift = {"window_size": 1000, "check_interval_seconds": 5, "reference_uri": str(reference)}
+    server, config = start_sidecar(tmp, model_port, "sidecar-sequential", drift=drift)
+    port, path = config["metrics_port"], f"/v2/models/{MODEL}/infer"
+    try:
+        for _ in range(4):  # like the reference
+            post(config["listen_port"], path, v2_body(flowers(rng, 50)))
+        wait_until(
+            lambda: metric(port, "mlmodel_drift_analysed_payloads_total", model=MODEL) == 4,
+            what="the analyst to take the payloads",
+            timeout=15,
+        )
+        assert metric(port, "mlmodel_drift_alarms_total", model=MODEL) == 0
+        for _ in range(4):  # petal lengths one centimetre longer
+            shifted = flowers(rng, 50) + np.array([0, 0, 1.0, 0])
+            post(config["listen_port"], path, v2_body(shifted))
+        wait_until(
+            lambda: metric(port, "mlmodel_drift_detected", model=MODEL) == 1,
+            what="drift to be detected",
+            timeout=15,
+        )
+        feature = {"direction": "input", "feature": "x[2]"}
+        charts = ("cusum_mean", "cusum_scale")
+        alarms = {
+            c: metric(port, "mlmodel_drift_alarms_total", detector=c, **feature) for c in charts
+        }
+        assert sum(alarms.values()) >= 1
+        held = [
+            c
+            for c in charts
+            if metric(port, "mlmodel_drift_detector_detected", detector=c, **feature)
+        ]
+        assert len(held) == 1
+        assert metric(port, "mlmodel_drift_feature_detected", **feature) == 1
+        assert metric(port, "mlmodel_drift_detector_detected", detector="windowed") == 0
+        log = (tmp / "sidecar-sequential.log").read_text()
+        assert f"drift detected in input:x[2] ({held[0]})" in log
+    finally:
+        server.close()
+
+
 def test_model_server_down_gives_502_and_not_ready_then_recovers(tmp: Path) -> None:
     port = free_port()
     model = start_model_server(tmp, port)

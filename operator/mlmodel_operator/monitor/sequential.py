@@ -5,10 +5,13 @@ A feature becomes channels of standardised values z (a numeric feature: one chan
 categorical feature: one indicator channel per category; a wide tensor: one channel per
 projection). Each channel has charts, CUSUMs S_t = max(0, S_{t-1} + increment_t):
 
-- mean up and mean down: increments +z - k and -z - k, k = MEAN_K, tuned to a 0.25 sigma shift
-  (k is half the shift the chart is best at);
+- mean up and mean down: increments +z - k and -z - k, with k = 0.125, best at a 0.25 sigma
+  shift (k is half the shift a chart is best at);
 - scale: increment z^2 / E_ref[z^2] - 1 - SCALE_K, the log-likelihood ratio of a doubled
-  variance against the reference's (for normal data), so it is best at a doubling.
+  variance against the reference's (for normal data), so it is best at a doubling;
+- mean up and mean down again with k = 0.375, best at a 0.75 sigma shift: a chart tuned to a
+  small shift is slow on a large one (its threshold is high), and a second pair halves the
+  delay on 1 sigma shifts for a few percent more on 0.25 sigma ones.
 
 A batch of samples is run in one vectorised step: S_t = C_t - min(-S_0, min_{s<=t} C_s), with
 C the cumulative sum of the increments (the closed form of the recursion).
@@ -36,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 MEAN_K = 0.125
+WIDE_MEAN_K = 0.375
 SCALE_K = 2 * math.log(2) - 1  # z^2 - 2 ln 2: the log-likelihood ratio of variance x2, scaled
 CLIP = 8.0  # standardised values are clipped here: one wild value cannot raise an alarm alone
 CALIBRATION_LENGTH = 4000
@@ -139,11 +143,17 @@ class CategoryScale:
 # --- charts -------------------------------------------------------------------------------------
 
 
+NUMERIC_CHARTS = ["cusum_mean", "cusum_mean", "cusum_scale", "cusum_mean", "cusum_mean"]
+
+
 def increments(z: np.ndarray, second: np.ndarray | float, charts: int) -> np.ndarray:
     """Per-sample increments (samples, channels, charts) of the first `charts` of mean up,
-    mean down and scale, for standardised values z (samples, channels)."""
-    parts = [z - MEAN_K, -z - MEAN_K, z * z / second - 1 - SCALE_K][:charts]
-    return np.stack(parts, axis=-1)
+    mean down, scale, and mean up and down for larger shifts, for standardised values z
+    (samples, channels)."""
+    parts = [z - MEAN_K, -z - MEAN_K]
+    if charts > 2:
+        parts += [z * z / second - 1 - SCALE_K, z - WIDE_MEAN_K, -z - WIDE_MEAN_K]
+    return np.stack(parts[:charts], axis=-1)
 
 
 def run(state: np.ndarray, steps: np.ndarray) -> np.ndarray:
@@ -341,16 +351,18 @@ class NumericFeature:
         self.scales = [NumericScale.fit(reference[:, c]) for c in range(reference.shape[1])]
         self.second = np.array([s.second for s in self.scales])
         z = self.z(reference)
-        tails = calibrate(z, self.second, 3, rng)
-        names = [detector or "cusum_mean", detector or "cusum_mean", detector or "cusum_scale"]
-        self.charts = Charts(names, tails, np.zeros((z.shape[1], 3)))
+        charts = len(NUMERIC_CHARTS)
+        tails = calibrate(z, self.second, charts, rng)
+        names = [detector or name for name in NUMERIC_CHARTS]
+        self.charts = Charts(names, tails, np.zeros((z.shape[1], charts)))
 
     def z(self, values: np.ndarray) -> np.ndarray:
         values = values.reshape(values.shape[0], -1)
         return np.stack([s.z(values[:, c]) for c, s in enumerate(self.scales)], axis=1)
 
     def update(self, key: tuple[str, str], values: np.ndarray) -> list[Alarm]:
-        return self.charts.update(increments(self.z(values), self.second, 3), key)
+        steps = increments(self.z(values), self.second, len(NUMERIC_CHARTS))
+        return self.charts.update(steps, key)
 
 
 class CategoricalFeature:
