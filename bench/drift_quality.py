@@ -4,14 +4,20 @@ fires), on the same streams in the same run.
 
 Streams of 20 features, i.i.d. normal; the first 1,000 samples are the reference (the
 sidecar's live baseline, window_size 1000). A change comes at sample CHANGE in feature 0 only
-(the hardest case for a bank: one chart of 60 sees it): a mean shift, a doubled variance, a
+(the hardest case for a bank: 5 of its 100 charts see it): a mean shift, a doubled variance, a
 gradual mean drift to +1 sigma over 5,000 samples, or a shift of the frequencies of a
 categorical feature (then feature 0 is categorical; ADWIN gets one indicator per category).
 Delays are counted from the change; an alarm before it is a false alarm. The no-change
 scenario runs 200,000 samples per stream.
 
-Also timed: the analyst's ingest of 0.6 KB payloads (1x64 floats, as in sidecar_load.py), in
-payloads per CPU second, against the 1,000 requests per second the sidecar bench sends.
+Wide inputs: 3x64x64 tensors of i.i.d. normal values, a baseline of 1,000 rows, then at row
+WIDE_CHANGE a +0.25 sigma shift in 5% of the values (random places past the first 64, the
+feature budget, so that only the projection can see it). ADWIN is not run there: it would take
+one detector per value, 12,288 a row.
+
+Also timed: the calibration of one feature's charts, and the analyst's ingest of 0.6 KB
+payloads (1x64 floats, as in sidecar_load.py), in payloads per CPU second, against the 1,000
+requests per second the sidecar bench sends.
 
     python bench/drift_quality.py            # the full run (about 20 minutes on one core)
     python bench/drift_quality.py --quick    # a few streams, short
@@ -31,6 +37,7 @@ from mlmodel_operator.api import DriftSettings
 from mlmodel_operator.monitor import analyst as analyst_module
 from mlmodel_operator.monitor.drift import DriftDetector
 from mlmodel_operator.monitor.payloads import Exchange
+from mlmodel_operator.monitor.sequential import NumericFeature
 
 FEATURES = 20
 REFERENCE = 1000
@@ -41,6 +48,9 @@ NO_CHANGE_LENGTH = 200_000
 CATEGORIES_BEFORE = np.array([0.4, 0.3, 0.15, 0.1, 0.05])
 CATEGORIES_AFTER = np.array([0.3, 0.3, 0.15, 0.15, 0.1])
 TARGET_RATE = 1000  # requests per second the analysis must keep up with
+WIDE_SHAPE = (3, 64, 64)
+WIDE_CHANGE = 2000
+WIDE_SHARE, WIDE_SHIFT = 0.05, 0.25
 
 Stream = tuple[np.ndarray, np.ndarray | None]  # numeric (rows, features), categories of f0
 
@@ -127,14 +137,15 @@ class Outcome:
     delays: list[int] | None = None
     false_alarms: int = 0
     watched: int = 0  # samples in which an alarm is false
+    change: int = CHANGE
 
     def add(self, alarms: list[int], has_change: bool, length: int) -> None:
         self.delays = self.delays or []
         self.streams += 1
-        edge = CHANGE if has_change else length
+        edge = self.change if has_change else length
         self.false_alarms += sum(REFERENCE <= a < edge for a in alarms)
         self.watched += edge - REFERENCE
-        after = [a - CHANGE for a in alarms if CHANGE <= a < CHANGE + HORIZON]
+        after = [a - self.change for a in alarms if self.change <= a < self.change + HORIZON]
         if has_change and after:
             self.detected += 1
             self.delays.append(after[0])
@@ -150,6 +161,33 @@ class Outcome:
             f"{100 * self.detected / self.streams:>8.0f}% {np.nanmedian(delays):>7.0f} "
             f"{np.nanpercentile(delays, 90):>7.0f} {rate:>8.2f}  ({self.streams} streams)"
         )
+
+
+def wide(rng: np.random.Generator, length: int) -> list[int]:
+    """Sample positions of the alarms of the detector fed 3x64x64 rows: the first 64 values
+    as features, the whole row projected."""
+    width = int(np.prod(WIDE_SHAPE))
+    detector = DriftDetector(DriftSettings(window_size=REFERENCE))
+    places = 64 + rng.choice(width - 64, size=int(WIDE_SHARE * width), replace=False)
+    alarms = []
+    for start in range(0, length, BATCH):
+        rows = rng.normal(size=(min(BATCH, length - start), width))
+        after = np.arange(start, start + len(rows)) >= WIDE_CHANGE
+        rows[np.ix_(after, places)] += WIDE_SHIFT
+        detector.add("input", {f"image[{j}]": rows[:, j].tolist() for j in range(64)})
+        detector.add_wide("input", {"image": rows})
+        alarms += [start + a.at for a in detector.take_alarms()]
+    return sorted(alarms)
+
+
+def calibration_seconds(reference_size: int, repeats: int = 5) -> float:
+    """CPU seconds to calibrate one numeric feature's charts from a reference of this size."""
+    rng = np.random.default_rng(4)
+    reference = rng.normal(size=reference_size)
+    started = time.process_time()
+    for _ in range(repeats):
+        NumericFeature(reference, rng)
+    return (time.process_time() - started) / repeats
 
 
 def analysis_cost(payloads: int) -> float:
@@ -188,6 +226,7 @@ def main() -> None:
     )
     parser.add_argument("--only", action="append", help="run these scenarios (repeatable)")
     parser.add_argument("--no-cost", action="store_true", help="leave out the analysis cost")
+    parser.add_argument("--no-wide", action="store_true", help="leave out the wide inputs")
     args = parser.parse_args()
     streams = 5 if args.quick else args.streams
     no_change_length = 20_000 if args.quick else NO_CHANGE_LENGTH
@@ -213,8 +252,21 @@ def main() -> None:
         print(f"{name:<20} {'ours':<6} {ours_outcome.row(has_change)}  {ours_seconds:.0f} s CPU")
         print(f"{'':<20} {'ADWIN':<6} {adwin_outcome.row(has_change)}  {adwin_seconds:.0f} s CPU")
 
+    if not args.no_wide:
+        length = WIDE_CHANGE + HORIZON
+        rng = np.random.default_rng(len(SCENARIOS))
+        outcome = Outcome(change=WIDE_CHANGE)
+        started = time.process_time()
+        for _ in range(streams):
+            outcome.add(wide(rng, length), True, length)
+        seconds = time.process_time() - started
+        print(f"{'3x64x64, 5% +0.25sd':<20} {'ours':<6} {outcome.row(True)}  {seconds:.0f} s CPU")
+        print(f"{'':<20} {'ADWIN':<6} not run (one detector per value: 12,288 a row)")
     if args.no_cost:
         return
+    for size in (1000, 100_000):
+        seconds = calibration_seconds(size)
+        print(f"calibration of one numeric feature, reference of {size:,}: {seconds:.3f} s CPU")
     rate = analysis_cost(2000 if args.quick else 20_000)
     print(
         f"analysis of 0.6 KB payloads: {rate:,.0f} per CPU second "

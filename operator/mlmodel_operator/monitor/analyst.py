@@ -16,6 +16,8 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from mlmodel_operator.api import DriftSettings
 from mlmodel_operator.monitor import metrics
 from mlmodel_operator.monitor.drift import DriftDetector
@@ -127,6 +129,8 @@ class Analyst:
         assert self.detector is not None
         inputs: Columns = {}
         outputs: Columns = {}
+        wide_in: dict[str, list[np.ndarray]] = {}
+        wide_out: dict[str, list[np.ndarray]] = {}
         over_budget = 0
         for exchange in exchanges:
             try:
@@ -139,10 +143,14 @@ class Analyst:
                 continue  # a request the model refused says nothing about the data it serves
             _merge(inputs, parsed.inputs)
             _merge(outputs, parsed.outputs)
+            _merge_wide(wide_in, parsed.wide_inputs)
+            _merge_wide(wide_out, parsed.wide_outputs)
             over_budget += parsed.over_budget
         before = dict(self.detector.rejected)
         self.detector.add("input", inputs)
         self.detector.add("output", outputs)
+        self.detector.add_wide("input", _stacked(wide_in))
+        self.detector.add_wide("output", _stacked(wide_out))
         for reason, count in self.detector.rejected.items():
             if count > before.get(reason, 0):
                 metrics.REJECTED_VALUES.labels(self.model, self.version, reason).inc(
@@ -206,6 +214,21 @@ def _merge(into: Columns, columns: Columns) -> None:
             into[name] = values
         else:
             column.extend(values)
+
+
+def _merge_wide(into: dict[str, list[np.ndarray]], tensors: dict[str, np.ndarray] | None) -> None:
+    for name, rows in (tensors or {}).items():
+        into.setdefault(name, []).append(rows)
+
+
+def _stacked(tensors: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """One array per tensor name; rows of another width than the first are left to the
+    detector, which counts them, one batch at a time."""
+    out = {}
+    for name, batches in tensors.items():
+        width = batches[0].shape[1]
+        out[name] = np.concatenate([b for b in batches if b.shape[1] == width])
+    return out
 
 
 def lower_priority() -> None:

@@ -18,6 +18,7 @@ threshold): with big windows a negligible shift is still "significant".
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -27,7 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mlmodel_operator.api import DriftSettings
-from mlmodel_operator.monitor.payloads import DEFAULT_BUDGET, Columns
+from mlmodel_operator.monitor.payloads import DEFAULT_BUDGET, Columns, Wide
+from mlmodel_operator.monitor.projection import PROJECTIONS, SEED, project
 from mlmodel_operator.monitor.sequential import (
     Alarm,
     Bank,
@@ -43,7 +45,9 @@ from mlmodel_operator.monitor.stats import (
     psi,
 )
 
+log = logging.getLogger(__name__)
 Reference = NumericReference | CategoricalReference
+MAX_WIDE = 4  # wide tensors projected per direction
 MIN_SAMPLES = 100  # fewer values than this in a window (or the whole window if smaller) wait
 _INDEX = re.compile(r"\[(\d+)\]$")
 
@@ -72,6 +76,16 @@ class _Feature:
     window: deque = field(default_factory=deque)
     reference: Reference | None = None
     sequential: NumericFeature | CategoricalFeature | None = None
+
+
+@dataclass
+class _WideTensor:
+    """A wide tensor's projections: the live baseline while it fills, then their charts."""
+
+    width: int
+    baseline: list[np.ndarray] = field(default_factory=list)
+    rows: int = 0
+    sequential: NumericFeature | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +136,7 @@ class DriftDetector:
         # each), so the verdict holds while it lasts and clears by itself after it ends.
         self.stable_samples = settings.window_size
         self.alarms: list[Alarm] = []  # raised since the caller last took them
+        self.wide: dict[tuple[str, str], _WideTensor] = {}
 
     # --- intake ------------------------------------------------------------------------------
 
@@ -169,6 +184,43 @@ class DriftDetector:
             self.alarms += feature.sequential.update(key, np.asarray(values, dtype=np.float64))
         else:
             self.alarms += feature.sequential.update(key, values)
+
+    def add_wide(self, direction: str, tensors: Wide) -> None:
+        """The whole rows of tensors with values past the feature budget: their projections'
+        baseline is the first window_size rows of live traffic (reference data, named by
+        column, does not say how to project), then the sequential charts watch them."""
+        for name, rows in tensors.items():
+            key = (direction, f"{name}:projection")
+            tensor = self.wide.get(key)
+            if tensor is None:
+                if sum(k[0] == direction for k in self.wide) >= MAX_WIDE:
+                    self.rejected["overflow"] += rows.size
+                    continue
+                tensor = self.wide[key] = _WideTensor(rows.shape[1])
+                log.info(
+                    "drift: %s %s: %d values a row projected to %d (seed %d)",
+                    direction, name, rows.shape[1], PROJECTIONS, SEED,
+                )  # fmt: skip
+            if rows.shape[1] != tensor.width:
+                self.rejected["type"] += rows.size
+                continue
+            projected = project(rows)
+            finite = np.isfinite(projected).all(axis=1)
+            self.rejected["nonfinite"] += int((~finite).sum())
+            projected = projected[finite]
+            if tensor.sequential is None:
+                room = self.settings.window_size - tensor.rows
+                tensor.baseline.append(projected[:room])
+                tensor.rows += len(projected[:room])
+                projected = projected[room:]
+                if tensor.rows < self.settings.window_size:
+                    continue
+                reference = np.concatenate(tensor.baseline)
+                tensor.baseline = []
+                tensor.sequential = NumericFeature(reference, self.bank.rng, "projection")
+                self.bank.add(key, tensor.sequential.charts)
+            if len(projected):
+                self.alarms += tensor.sequential.update(key, projected)
 
     def take_alarms(self) -> list[Alarm]:
         alarms, self.alarms = self.alarms, []
