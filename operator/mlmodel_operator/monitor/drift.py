@@ -167,17 +167,16 @@ class DriftDetector:
                 self._sequential(key, feature, usable)
 
     def _start_sequential(self, key: tuple[str, str], feature: _Feature) -> None:
-        if feature.sequential is None:
-            # Calibrated once per reference: from the reference data when the feature first
-            # comes, or when its live baseline freezes.
-            reference = feature.reference
-            if isinstance(reference, NumericReference):
-                feature.sequential = NumericFeature(reference.sorted_values, self.bank.rng)
-            else:
-                assert isinstance(reference, CategoricalReference)
-                expanded = [c for c, n in reference.counts.items() for _ in range(n)]
-                feature.sequential = CategoricalFeature(expanded, self.bank.rng)
-            self.bank.add(key, feature.sequential.charts)
+        """Calibrated once per reference: from the reference data when the feature first
+        comes, or when its live baseline freezes."""
+        reference = feature.reference
+        if isinstance(reference, NumericReference):
+            feature.sequential = NumericFeature(reference.sorted_values, self.bank.rng)
+        else:
+            assert isinstance(reference, CategoricalReference)
+            expanded = [c for c, n in reference.counts.items() for _ in range(n)]
+            feature.sequential = CategoricalFeature(expanded, self.bank.rng)
+        self.bank.add(key, feature.sequential.charts)
 
     def _sequential(self, key: tuple[str, str], feature: _Feature, values: list) -> None:
         if isinstance(feature.sequential, NumericFeature):
