@@ -117,6 +117,16 @@ BAD_MANIFESTS: list[tuple[str, dict[str, Any], str]] = [
         "spec.monitoring.drift.max_features",
     ),
     (
+        "drift-false-alarms-too-often",
+        with_spec(_FOUNDING, "monitoring.drift.expected_samples_between_false_alarms", 10),
+        "spec.monitoring.drift.expected_samples_between_false_alarms",
+    ),
+    (
+        "drift-false-alarms-not-a-number",
+        with_spec(_FOUNDING, "monitoring.drift.expected_samples_between_false_alarms", "rare"),
+        "spec.monitoring.drift.expected_samples_between_false_alarms",
+    ),
+    (
         "drift-detection-on",
         with_spec(_FOUNDING, "monitoring.drift_detection", "on"),
         "spec.monitoring.drift_detection",

@@ -297,6 +297,14 @@ class DriftSettings(CRDModel):
         "the first max_features outputs, in payload order (tensor by tensor, then position in "
         "a row). Values past them are not read.",
     )
+    expected_samples_between_false_alarms: StrictInt = Field(
+        10_000,
+        ge=1_000,
+        le=10_000_000,
+        description="The sequential detector's thresholds are set (by bootstrap from the "
+        "reference) so that, with no drift, all its charts together raise one false alarm per "
+        "this many samples on average.",
+    )
 
 
 class PerformanceTracking(StrEnum):

@@ -125,7 +125,19 @@ def test_performance_metrics(sidecar: dict) -> None:
     assert metric(port, "mlmodel_requests_in_flight", model=MODEL) == 0
 
 
-def test_drift_is_detected_on_shifted_inputs(sidecar: dict, tmp: Path) -> None:
+@pytest.fixture
+def drift_sidecar(tmp: Path, model_port: int, reference_csv: Path) -> Iterator[dict]:
+    """A sidecar whose first traffic is the test's: the other tests' requests (the same few
+    flowers again and again) are a real change against the reference, which the sequential
+    detector would rightly report."""
+    drift = {"window_size": 60, "check_interval_seconds": 5, "reference_uri": str(reference_csv)}
+    server, config = start_sidecar(tmp, model_port, "sidecar-drift", drift=drift)
+    yield config
+    server.close()
+
+
+def test_drift_is_detected_on_shifted_inputs(drift_sidecar: dict, tmp: Path) -> None:
+    sidecar = drift_sidecar
     port = sidecar["metrics_port"]
     features, _ = load_iris(return_X_y=True)
     rng = np.random.default_rng(7)
@@ -164,7 +176,60 @@ def test_drift_is_detected_on_shifted_inputs(sidecar: dict, tmp: Path) -> None:
             timeout=15,
         )
     assert metric(port, "mlmodel_drift_detected", model=MODEL) == 1
-    assert (tmp / "sidecar.log").read_text().count("drift detected") == 1
+    assert (tmp / "sidecar-drift.log").read_text().count("drift detected") == 1
+
+
+def flowers(rng: np.random.Generator, count: int) -> np.ndarray:
+    """Iris flowers with a little noise: as many distinct values as a reference of thousands
+    of rows wants."""
+    features, _ = load_iris(return_X_y=True)
+    return features[rng.integers(0, len(features), count)] + rng.normal(0, 0.05, (count, 4))
+
+
+def test_the_sequential_detector_names_the_chart_and_the_feature(
+    tmp: Path, model_port: int
+) -> None:
+    rng = np.random.default_rng(12)
+    reference = tmp / "reference-2000.csv"
+    rows = ["0,1,2,3"] + [",".join(map(str, row)) for row in flowers(rng, 2000)]
+    reference.write_text("\n".join(rows) + "\n")
+    drift = {"window_size": 1000, "check_interval_seconds": 5, "reference_uri": str(reference)}
+    server, config = start_sidecar(tmp, model_port, "sidecar-sequential", drift=drift)
+    port, path = config["metrics_port"], f"/v2/models/{MODEL}/infer"
+    try:
+        for _ in range(4):  # like the reference
+            post(config["listen_port"], path, v2_body(flowers(rng, 50)))
+        wait_until(
+            lambda: metric(port, "mlmodel_drift_analysed_payloads_total", model=MODEL) == 4,
+            what="the analyst to take the payloads",
+            timeout=15,
+        )
+        assert metric(port, "mlmodel_drift_alarms_total", model=MODEL) == 0
+        for _ in range(4):  # petal lengths one centimetre longer
+            shifted = flowers(rng, 50) + np.array([0, 0, 1.0, 0])
+            post(config["listen_port"], path, v2_body(shifted))
+        wait_until(
+            lambda: metric(port, "mlmodel_drift_detected", model=MODEL) == 1,
+            what="drift to be detected",
+            timeout=15,
+        )
+        feature = {"direction": "input", "feature": "x[2]"}
+        charts = ("cusum_mean", "cusum_scale")
+        alarms = {
+            c: metric(port, "mlmodel_drift_alarms_total", detector=c, **feature) for c in charts
+        }
+        assert sum(alarms.values()) >= 1
+        held = [
+            c
+            for c in charts
+            if metric(port, "mlmodel_drift_detector_detected", detector=c, **feature)
+        ]
+        assert len(held) == 1
+        assert metric(port, "mlmodel_drift_feature_detected", **feature) == 1
+        log = (tmp / "sidecar-sequential.log").read_text()
+        assert f"drift detected in input:x[2] ({held[0]})" in log
+    finally:
+        server.close()
 
 
 def test_model_server_down_gives_502_and_not_ready_then_recovers(tmp: Path) -> None:

@@ -182,3 +182,35 @@ def test_a_batch_of_payloads_gives_the_windows_one_at_a_time_would() -> None:
         assert feature.reference is not None and twin.reference is not None
         assert list(twin.reference.sorted_values) == list(feature.reference.sorted_values)
         assert list(twin.window) == list(feature.window) and len(twin.window) == 50
+
+
+def test_a_sequential_alarm_sets_the_drift_metrics_naming_detector_and_feature() -> None:
+    model = "sequential"
+    # A baseline of 1,000: a reference of a few dozen values cannot hold thresholds low.
+    settings = DriftSettings(window_size=1000)
+    analyst = Analyst(model, settings, [])
+    analyst.detector = DriftDetector(settings)
+    rng = np.random.default_rng(6)
+    analyst.ingest(exchange(rng.normal(0, 1, size=(1000, 2)).tolist()))  # the live baseline
+    analyst.ingest(exchange(rng.normal(0, 1, size=(20, 2)).tolist()))
+    assert sample("mlmodel_drift_detected", model=model) == 0
+    # x[1] moves by 2 sigma: a chart fires within a few dozen samples, before any check.
+    shifted = np.column_stack([rng.normal(0, 1, 100), rng.normal(2, 1, 100)])
+    analyst.ingest(exchange(shifted.tolist()))
+    labels = {"model": model, "direction": "input", "feature": "x[1]"}
+    alarms = {
+        chart: sample("mlmodel_drift_alarms_total", detector=chart, **labels)
+        for chart in ("cusum_mean", "cusum_scale")
+    }
+    assert sum(alarms.values()) >= 1
+    # Set at ingest: no windowed check has run.
+    assert sample("mlmodel_drift_last_check_timestamp_seconds", model=model) == 0
+    held = [
+        chart
+        for chart in alarms
+        if sample("mlmodel_drift_detector_detected", detector=chart, **labels) == 1
+    ]
+    assert len(held) == 1
+    assert sample("mlmodel_drift_feature_detected", **labels) == 1
+    assert sample("mlmodel_drift_feature_detected", **{**labels, "feature": "x[0]"}) == 0
+    assert sample("mlmodel_drift_detected", model=model) == 1

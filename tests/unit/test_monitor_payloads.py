@@ -11,7 +11,7 @@ from mlmodel_operator.monitor.payloads import Exchange, UnreadablePayload, parse
 
 
 def read(protocol: str, request: bytes, response: bytes | None) -> tuple[dict, dict]:
-    inputs, outputs, _ = parse(Exchange(protocol, 200, request, response))
+    inputs, outputs, *_ = parse(Exchange(protocol, 200, request, response))
     return inputs, outputs
 
 
@@ -145,7 +145,7 @@ def test_binary_tensors_of_every_type_in_both_directions() -> None:
     request, request_length = binary_body(tensors, "inputs")
     response, response_length = binary_body({"p": tensors["fp32"]}, "outputs")
     exchange = Exchange("v2", 200, request, response, request_length, response_length)
-    inputs, outputs, _ = parse(exchange)
+    inputs, outputs, *_ = parse(exchange)
     for datatype, array in BINARY_ARRAYS.items():
         for j in range(2):
             assert inputs[f"{datatype.lower()}[{j}]"] == array[:, j].tolist(), datatype
@@ -177,7 +177,7 @@ def test_inputs_past_the_budget_are_left_unread_and_outputs_keep_their_own(batch
     answer = {"outputs": [{"name": "p", "shape": [batch, 2], "datatype": "FP32",
                            "data": [[0.25, 0.75]] * batch}]}  # fmt: skip
     exchange = Exchange("v2", 200, image_request(batch), json.dumps(answer).encode())
-    inputs, outputs, over_budget = parse(exchange, budget=5)
+    inputs, outputs, over_budget, *_ = parse(exchange, budget=5)
     assert list(inputs) == [f"img[{j}]" for j in range(5)]
     assert inputs["img[4]"] == [4.0 + 192 * r for r in range(batch)]
     assert outputs == {"p[0]": [0.25] * batch, "p[1]": [0.75] * batch}
@@ -190,7 +190,7 @@ def test_the_budget_runs_across_tensors_in_order() -> None:
         {"name": "b", "shape": [1, 3], "datatype": "FP32", "data": [4, 5, 6]},
         {"name": "c", "shape": [1, 3], "datatype": "FP32", "data": [7, 8, 9]},
     ]
-    inputs, _, over_budget = parse(
+    inputs, _, over_budget, *_ = parse(
         Exchange("v2", 200, json.dumps({"inputs": tensors}).encode(), None), budget=4
     )
     assert inputs == {"a[0]": [1], "a[1]": [2], "a[2]": [3], "b[0]": [4]}
@@ -203,7 +203,7 @@ def test_a_binary_tensor_past_the_budget_is_sliced_not_decoded() -> None:
     document = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 1000],
                             "parameters": {"binary_data_size": len(raw)}}]}  # fmt: skip
     head = json.dumps(document).encode()
-    inputs, _, over_budget = parse(Exchange("v2", 200, head + raw, None, str(len(head))), 3)
+    inputs, _, over_budget, *_ = parse(Exchange("v2", 200, head + raw, None, str(len(head))), 3)
     assert inputs == {"x[0]": [0.0, 1000.0], "x[1]": [1.0, 1001.0], "x[2]": [2.0, 1002.0]}
     assert over_budget == 2 * 997
 
@@ -215,7 +215,7 @@ def test_a_binary_tensor_past_the_budget_is_sliced_not_decoded() -> None:
 )
 def test_feature_names_from_payloads_are_safe_label_values(name: str) -> None:
     body = b'{"inputs": [{"name": "%s", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}'
-    inputs, _, _ = parse(Exchange("v2", 200, body % name.encode(), None))
+    inputs, *_ = parse(Exchange("v2", 200, body % name.encode(), None))
     for feature in inputs:
         assert feature.isprintable() and len(feature) <= 64
         feature.encode("utf-8")

@@ -16,9 +16,11 @@ import os
 import time
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from mlmodel_operator.api import DriftSettings
 from mlmodel_operator.monitor import metrics
-from mlmodel_operator.monitor.drift import CheckResult, DriftDetector
+from mlmodel_operator.monitor.drift import DriftDetector
 from mlmodel_operator.monitor.handoff import Reader
 from mlmodel_operator.monitor.payloads import Columns, Exchange, UnreadablePayload, parse
 from mlmodel_operator.monitor.reference import ReferenceUnavailable, load_reference
@@ -51,7 +53,9 @@ class Analyst:
         self.detector: DriftDetector | None = None
         self.source = "uri" if settings.reference_uri else "live"
         self._logged_failures: set[tuple[str, str]] = set()
-        self._drifted = False
+        self._drifted = False  # the verdict last published: windowed or sequential
+        self._windowed: dict[tuple[str, str], bool] = {}  # the last windowed test, per feature
+        self._held: set[tuple[str, str, str]] = set()  # (direction, feature, detector) at 1
         self._heartbeat = metrics.DRIFT_WORKER_HEARTBEAT.labels(model, version)
         self._analysed = metrics.ANALYSED_PAYLOADS.labels(model, version)
 
@@ -125,6 +129,8 @@ class Analyst:
         assert self.detector is not None
         inputs: Columns = {}
         outputs: Columns = {}
+        wide_in: dict[str, list[np.ndarray]] = {}
+        wide_out: dict[str, list[np.ndarray]] = {}
         over_budget = 0
         for exchange in exchanges:
             try:
@@ -137,10 +143,14 @@ class Analyst:
                 continue  # a request the model refused says nothing about the data it serves
             _merge(inputs, parsed.inputs)
             _merge(outputs, parsed.outputs)
+            _merge_wide(wide_in, parsed.wide_inputs)
+            _merge_wide(wide_out, parsed.wide_outputs)
             over_budget += parsed.over_budget
         before = dict(self.detector.rejected)
         self.detector.add("input", inputs)
         self.detector.add("output", outputs)
+        self.detector.add_wide("input", _stacked(wide_in))
+        self.detector.add_wide("output", _stacked(wide_out))
         for reason, count in self.detector.rejected.items():
             if count > before.get(reason, 0):
                 metrics.REJECTED_VALUES.labels(self.model, self.version, reason).inc(
@@ -148,6 +158,11 @@ class Analyst:
                 )
         if over_budget:
             metrics.REJECTED_VALUES.labels(self.model, self.version, "over_budget").inc(over_budget)
+        for alarm in self.detector.take_alarms():
+            direction, feature = alarm.feature
+            labels = (self.model, self.version, direction, feature, alarm.detector)
+            metrics.DRIFT_ALARMS.labels(*labels).inc()
+        self._publish()
 
     def check(self) -> None:
         assert self.detector is not None
@@ -157,21 +172,39 @@ class Analyst:
             metrics.DRIFT_SCORE.labels(*labels).set(feature.score)
             metrics.DRIFT_P_VALUE.labels(*labels).set(feature.p_value)
             feature_labels = (self.model, self.version, feature.direction, feature.feature)
-            metrics.DRIFT_FEATURE_DETECTED.labels(*feature_labels).set(int(feature.drifted))
             metrics.DRIFT_WINDOW_SAMPLES.labels(*feature_labels).set(feature.samples)
-        metrics.DRIFT_DETECTED.labels(self.model, self.version).set(int(result.drifted))
+            self._windowed[(feature.direction, feature.feature)] = feature.drifted
         metrics.DRIFT_LAST_CHECK.labels(self.model, self.version).set(result.checked_at)
-        self._log_transition(result)
+        self._publish()
 
-    def _log_transition(self, result: CheckResult) -> None:
-        """Checks come every window: the log says when the verdict changes, not each time."""
-        if result.drifted and not self._drifted:
-            drifted = [f"{f.direction}:{f.feature}" for f in result.features if f.drifted]
-            log.warning("drift detected in %s", ", ".join(drifted))
-        elif self._drifted and not result.drifted and result.features:
+    def _publish(self) -> None:
+        """The combined verdict, per detector, per feature and for the model: drifted when
+        either detector holds it so. The log says when the model's verdict changes."""
+        assert self.detector is not None
+        held = {(d, f, "windowed") for (d, f), drifted in self._windowed.items() if drifted}
+        held |= {
+            (v.direction, v.feature, v.detector)
+            for v in self.detector.sequential_verdicts()
+            if v.drifted
+        }
+        for key in self._held - held:
+            metrics.DRIFT_DETECTOR_DETECTED.labels(self.model, self.version, *key).set(0)
+        for key in held - self._held:
+            metrics.DRIFT_DETECTOR_DETECTED.labels(self.model, self.version, *key).set(1)
+        features = {(d, f) for d, f, _ in held | self._held} | set(self._windowed)
+        drifted_features = {(d, f) for d, f, _ in held}
+        for direction, feature in features:
+            flag = int((direction, feature) in drifted_features)
+            labels = (self.model, self.version, direction, feature)
+            metrics.DRIFT_FEATURE_DETECTED.labels(*labels).set(flag)
+        drifted = bool(held)
+        metrics.DRIFT_DETECTED.labels(self.model, self.version).set(int(drifted))
+        if drifted and not self._drifted:
+            named = [f"{d}:{f} ({detector})" for d, f, detector in sorted(held)]
+            log.warning("drift detected in %s", ", ".join(named))
+        elif self._drifted and not drifted:
             log.info("drift no longer detected")
-        if result.features:
-            self._drifted = result.drifted
+        self._held, self._drifted = held, drifted
 
 
 def _merge(into: Columns, columns: Columns) -> None:
@@ -181,6 +214,21 @@ def _merge(into: Columns, columns: Columns) -> None:
             into[name] = values
         else:
             column.extend(values)
+
+
+def _merge_wide(into: dict[str, list[np.ndarray]], tensors: dict[str, np.ndarray] | None) -> None:
+    for name, rows in (tensors or {}).items():
+        into.setdefault(name, []).append(rows)
+
+
+def _stacked(tensors: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """One array per tensor name; rows of another width than the first are left to the
+    detector, which counts them, one batch at a time."""
+    out = {}
+    for name, batches in tensors.items():
+        width = batches[0].shape[1]
+        out[name] = np.concatenate([b for b in batches if b.shape[1] == width])
+    return out
 
 
 def lower_priority() -> None:

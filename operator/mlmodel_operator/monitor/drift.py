@@ -6,14 +6,19 @@ each with a window of `window_size` values. A feature's reference comes from the
 data when it has a column of that name (or, for a tensor column `x[j]`, the column `j`);
 otherwise the first full window of live traffic becomes its reference.
 
-A feature has drifted when the change is both significant (p-value below the threshold, divided
-by the number of features tested, so the model-level false-alarm rate stays at the configured
-level) and large enough to matter (effect size at least the threshold): with big windows a
-negligible shift is still "significant".
+Two detectors watch each feature. The sequential one (sequential.py) checks every sample with
+CUSUM charts and raises an alarm within a few hundred samples of a shift; the windowed one below
+is the slow, thorough check. Drift is declared when either fires.
+
+A feature has drifted in the windowed test when the change is both significant (p-value below
+the threshold, divided by the number of features tested, so the model-level false-alarm rate
+stays at the configured level) and large enough to matter (effect size at least the
+threshold): with big windows a negligible shift is still "significant".
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -23,7 +28,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mlmodel_operator.api import DriftSettings
-from mlmodel_operator.monitor.payloads import DEFAULT_BUDGET, Columns
+from mlmodel_operator.monitor.payloads import DEFAULT_BUDGET, Columns, Wide
+from mlmodel_operator.monitor.projection import PROJECTIONS, SEED, project
+from mlmodel_operator.monitor.sequential import (
+    Alarm,
+    Bank,
+    CategoricalFeature,
+    NumericFeature,
+)
 from mlmodel_operator.monitor.stats import (
     CategoricalReference,
     NumericReference,
@@ -33,7 +45,9 @@ from mlmodel_operator.monitor.stats import (
     psi,
 )
 
+log = logging.getLogger(__name__)
 Reference = NumericReference | CategoricalReference
+MAX_WIDE = 4  # wide tensors projected per direction
 MIN_SAMPLES = 100  # fewer values than this in a window (or the whole window if smaller) wait
 _INDEX = re.compile(r"\[(\d+)\]$")
 
@@ -61,6 +75,25 @@ class _Feature:
     numeric: bool
     window: deque = field(default_factory=deque)
     reference: Reference | None = None
+    sequential: NumericFeature | CategoricalFeature | None = None
+
+
+@dataclass
+class _WideTensor:
+    """A wide tensor's projections: the live baseline while it fills, then their charts."""
+
+    width: int
+    baseline: list[np.ndarray] = field(default_factory=list)
+    rows: int = 0
+    sequential: NumericFeature | None = None
+
+
+@dataclass(frozen=True)
+class SequentialVerdict:
+    direction: str
+    feature: str
+    detector: str  # the chart of the feature's last alarm: cusum_mean, cusum_scale, ...
+    drifted: bool  # an alarm within the last `stable_samples` samples of the feature
 
 
 def is_numeric(value: object) -> bool:
@@ -97,10 +130,18 @@ class DriftDetector:
         self.new_samples = 0
         self.last_check = time.monotonic()
         self.rejected = Counter[str]()  # why values were not used: nonfinite, type, overflow
+        self.bank = Bank(settings.expected_samples_between_false_alarms)
+        # After an alarm a feature counts as drifted until this many of its samples in a row
+        # raise none: a lasting shift keeps raising alarms (the charts restart from zero after
+        # each), so the verdict holds while it lasts and clears by itself after it ends.
+        self.stable_samples = settings.window_size
+        self.alarms: list[Alarm] = []  # raised since the caller last took them
+        self.wide: dict[tuple[str, str], _WideTensor] = {}
 
     # --- intake ------------------------------------------------------------------------------
 
     def add(self, direction: str, columns: Columns) -> None:
+        fed: list[tuple[tuple[str, str], _Feature, list]] = []
         for name, values in columns.items():
             feature = self._feature(direction, name, values)
             if feature is None:
@@ -115,6 +156,84 @@ class DriftDetector:
                 self._maybe_freeze_baseline(feature)
             feature.window.extend(usable)
             self.new_samples += len(values)
+            if feature.reference is not None:
+                fed.append(((direction, name), feature, usable))
+        # Every feature joins the bank before any runs: thresholds depend on the bank's size.
+        for key, feature, _ in fed:
+            if feature.sequential is None:
+                self._start_sequential(key, feature)
+        for key, feature, usable in fed:
+            if usable:
+                self._sequential(key, feature, usable)
+
+    def _start_sequential(self, key: tuple[str, str], feature: _Feature) -> None:
+        """Calibrated once per reference: from the reference data when the feature first
+        comes, or when its live baseline freezes."""
+        reference = feature.reference
+        if isinstance(reference, NumericReference):
+            feature.sequential = NumericFeature(reference.sorted_values, self.bank.rng)
+        else:
+            assert isinstance(reference, CategoricalReference)
+            expanded = [c for c, n in reference.counts.items() for _ in range(n)]
+            feature.sequential = CategoricalFeature(expanded, self.bank.rng)
+        self.bank.add(key, feature.sequential.charts)
+
+    def _sequential(self, key: tuple[str, str], feature: _Feature, values: list) -> None:
+        if isinstance(feature.sequential, NumericFeature):
+            self.alarms += feature.sequential.update(key, np.asarray(values, dtype=np.float64))
+        else:
+            self.alarms += feature.sequential.update(key, values)
+
+    def add_wide(self, direction: str, tensors: Wide) -> None:
+        """The whole rows of tensors with values past the feature budget: their projections'
+        baseline is the first window_size rows of live traffic (reference data, named by
+        column, does not say how to project), then the sequential charts watch them."""
+        for name, rows in tensors.items():
+            key = (direction, f"{name}:projection")
+            tensor = self.wide.get(key)
+            if tensor is None:
+                if sum(k[0] == direction for k in self.wide) >= MAX_WIDE:
+                    self.rejected["overflow"] += rows.size
+                    continue
+                tensor = self.wide[key] = _WideTensor(rows.shape[1])
+                log.info(
+                    "drift: %s %s: %d values a row projected to %d (seed %d)",
+                    direction, name, rows.shape[1], PROJECTIONS, SEED,
+                )  # fmt: skip
+            if rows.shape[1] != tensor.width:
+                self.rejected["type"] += rows.size
+                continue
+            projected = project(rows)
+            finite = np.isfinite(projected).all(axis=1)
+            self.rejected["nonfinite"] += int((~finite).sum())
+            projected = projected[finite]
+            if tensor.sequential is None:
+                room = self.settings.window_size - tensor.rows
+                tensor.baseline.append(projected[:room])
+                tensor.rows += len(projected[:room])
+                projected = projected[room:]
+                if tensor.rows < self.settings.window_size:
+                    continue
+                reference = np.concatenate(tensor.baseline)
+                tensor.baseline = []
+                tensor.sequential = NumericFeature(reference, self.bank.rng, "projection")
+                self.bank.add(key, tensor.sequential.charts)
+            if len(projected):
+                self.alarms += tensor.sequential.update(key, projected)
+
+    def take_alarms(self) -> list[Alarm]:
+        alarms, self.alarms = self.alarms, []
+        return alarms
+
+    def sequential_verdicts(self) -> list[SequentialVerdict]:
+        """The features whose charts have raised an alarm, drifted or stable again."""
+        out = []
+        for (direction, name), charts in self.bank.charts.items():
+            if charts.last_alarm is None or charts.since_alarm is None:
+                continue
+            drifted = charts.since_alarm < self.stable_samples
+            out.append(SequentialVerdict(direction, name, charts.last_alarm.detector, drifted))
+        return out
 
     def _categories(self, values: list[object]) -> list[str]:
         categories = [str(v) for v in values if is_category(v)]

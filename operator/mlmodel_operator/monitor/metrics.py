@@ -133,14 +133,28 @@ DRIFT_P_VALUE = Gauge(
 )
 DRIFT_FEATURE_DETECTED = Gauge(
     "mlmodel_drift_feature_detected",
-    "1 when this feature has drifted",
+    "1 when this feature has drifted (by either detector)",
     ["model", "version", "direction", "feature"],
     multiprocess_mode="mostrecent",
 )
 DRIFT_DETECTED = Gauge(
     "mlmodel_drift_detected",
-    "1 when any feature has drifted",
+    "1 when any feature has drifted, by the windowed test or the sequential charts",
     ["model", "version"],
+    multiprocess_mode="mostrecent",
+)
+DRIFT_ALARMS = Counter(
+    "mlmodel_drift_alarms_total",
+    "Alarms of the sequential drift detector, by feature and chart: cusum_mean, cusum_scale, "
+    "categorical",
+    ["model", "version", "direction", "feature", "detector"],
+)
+DRIFT_DETECTOR_DETECTED = Gauge(
+    "mlmodel_drift_detector_detected",
+    "1 while a detector holds a feature drifted: windowed (the last windowed test), or a "
+    "sequential chart (cusum_mean, cusum_scale, categorical) that raised an alarm within the "
+    "feature's last window_size samples",
+    ["model", "version", "direction", "feature", "detector"],
     multiprocess_mode="mostrecent",
 )
 DRIFT_WINDOW_SAMPLES = Gauge(
