@@ -54,6 +54,7 @@ def test_founding_manifest_applies_verbatim_with_defaults(
         "p_value_threshold": 0.05,
         "effect_size_threshold": 0.1,
         "max_features": 64,
+        "expected_samples_between_false_alarms": 10_000,
     }
     assert spec["monitoring"]["sidecar_cpu"] == "50m"
 
