@@ -173,7 +173,9 @@ def test_pool_objects_are_accepted_follow_the_spec_and_the_served_apis_and_leave
         "machine-learning.org", "v1", models.namespace, "mlmodeldeployments", NAME
     )
     wait_until(lambda: not labelled(models), what="the model's objects to be collected")
-    assert not objects.present()
+    # The garbage collector learns of a newly installed CRD's kind at its next discovery
+    # refresh (every 30 s), so the pool may go after the rest.
+    wait_until(lambda: not objects.present(), what="the pool to be collected", timeout=120)
 
 
 def labelled(models: Models) -> list[str]:
