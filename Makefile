@@ -14,7 +14,7 @@ KIND ?=
 KIND_CLUSTER := $(PYTHON) hack/kindcluster.py
 
 .DEFAULT_GOAL := help
-.PHONY: help venv binaries test-tools vllm-env system-packages manifests cluster-up cluster-down real-node-up images env lint fmt crds test bench bench-llm bench-scale demo demo-down
+.PHONY: help docs venv binaries test-tools vllm-env system-packages manifests cluster-up cluster-down real-node-up images env lint fmt crds test bench bench-llm bench-scale demo demo-down
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ kind-down: ## delete the kind cluster and undo what it changed on the host
 env: ## print shell exports for kubectl/helm: eval "$(make -s env)" (KIND=1: the kind cluster's)
 	@$(if $(filter 1 yes true,$(KIND)),$(KIND_CLUSTER),$(CLUSTER)) env
 
+docs: venv ## build the documentation site into site/ (strict: broken links fail); the tests build it too
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 lint: venv ## ruff lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -74,7 +77,7 @@ fmt: venv ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-crds: venv ## regenerate crds/ and the README field table from api.py
+crds: venv ## regenerate crds/ and the docs' spec-field table from api.py
 	$(BIN)/python -m mlmodel_operator.crdgen
 
 system-packages: ## Debian packages the tests and the real node use; installs them as root

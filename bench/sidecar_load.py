@@ -34,8 +34,8 @@ from procs import Server, free_port
 BENCH = Path(__file__).resolve().parent
 CONCURRENCY = [1, 16, 64, 256]
 TICKS = os.sysconf("SC_CLK_TCK")
-# The goals for the sidecar, as ratios against floors measured in the same run (README, "The
-# sidecar at model-server speed").
+# The goals for the sidecar, as ratios against floors measured in the same run (docs/monitoring.md,
+# "The sidecar at model-server speed").
 DRIFT_THROUGHPUT_FLOOR = 0.9  # with drift / without, every point
 DRIFT_P99_CEILING = 1.25  # with drift / without, every point
 SIDECAR_THROUGHPUT_FLOOR = 0.95  # sidecar / direct, concurrency >= 16, 0.6 KB and 17 KB

@@ -740,8 +740,8 @@ class MLModelDeploymentSpec(CRDModel):
     )
     autoscaling: Autoscaling | None = Field(
         None,
-        description="Autoscale the model server (see the README's Autoscaling). While set, "
-        "replicas and `kubectl scale` only give the starting size: the autoscaler owns the "
+        description="Autoscale the model server (see the documentation's Autoscaling page). While "
+        "set, replicas and `kubectl scale` only give the starting size: the autoscaler owns the "
         "replica count. Unset: no autoscaling, replicas applies.",
     )
 

@@ -7,7 +7,8 @@ as metadata, spec and data, a Deployment's status and the managers of its replic
 autoscaler's conditions; Pods as the handful of fields the status
 reports; objects of the children's kinds that are not the operator's, as their name and
 controller only. Projections are stored as compact JSON, several times smaller than the parsed dicts
-(see "Memory" in the README), and parsed afresh on each read, so no caller can alter the store.
+(see "Scale" in docs/operating.md), and
+parsed afresh on each read, so no caller can alter the store.
 
 The watches write here (`observe`, `forget`); so do the reconcile's own writes (`record`, with
 the API server's answer), so that the next reconcile does not act on the state before them.

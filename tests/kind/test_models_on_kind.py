@@ -1,8 +1,8 @@
 """On a kind cluster: the operator from the chart, with the image built from the Dockerfile,
 serves a scikit-learn model with MLServer whose pods really start and pass their probes, and
 which answers through its Service (cluster DNS, kube-proxy, the node's pod network) and the
-monitoring sidecar. These are the steps a user's kind-based CI takes (README, "Testing your
-models in CI with kind"), and what .github/workflows/kind.yaml runs with Docker."""
+monitoring sidecar. These are the steps a user's kind-based CI takes (docs/kind-ci.md,
+"Testing your models in CI with kind"), and what .github/workflows/kind.yaml runs with Docker."""
 
 from __future__ import annotations
 

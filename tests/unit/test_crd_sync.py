@@ -1,4 +1,4 @@
-"""The committed CRD and README field table are what `make crds` generates now."""
+"""The committed CRD and the documentation's field table are what `make crds` generates now."""
 
 from pathlib import Path
 
@@ -14,8 +14,8 @@ def test_committed_crd_is_generated_from_api() -> None:
     assert committed == crdgen.render_crd(), "crds/ is stale: run `make crds`"
 
 
-def test_readme_field_table_is_generated_from_api() -> None:
-    assert crdgen.main(["--root", str(REPO), "--check"]) == 0, "README is stale: run `make crds`"
+def test_docs_field_table_is_generated_from_api() -> None:
+    assert crdgen.main(["--root", str(REPO), "--check"]) == 0, "docs are stale: run `make crds`"
 
 
 def _descriptions_missing(schema: dict, path: str) -> list[str]:

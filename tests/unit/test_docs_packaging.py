@@ -9,7 +9,7 @@ import yaml
 
 from chart_helpers import CHART, REPO
 
-DOC = REPO / "README.md"
+DOC = REPO / "docs" / "install.md"
 
 
 def documented_keys() -> set[str]:
