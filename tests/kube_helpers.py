@@ -6,6 +6,7 @@ import contextlib
 import copy
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -88,6 +89,21 @@ class TestCluster:
         )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def mlmd(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`kubectl mlmd`, as a user runs it: kubectl finds the console script `kubectl-mlmd`,
+        installed beside this interpreter, on PATH."""
+        path = f"{Path(sys.executable).parent}{os.pathsep}{self.env['PATH']}"
+        result = subprocess.run(
+            ["kubectl", "mlmd", *args],
+            capture_output=True,
+            text=True,
+            env={**self.env, "PATH": path},
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl mlmd {' '.join(args)} failed: {result.stderr.strip()}")
         return result
 
     def token_kubeconfig(self, token: str, path: Path) -> Path:

@@ -177,6 +177,18 @@ def test_mlserver_model_serves_through_the_service_and_the_sidecar(
     assert samples[("mlmodel_drift_worker_heartbeat_timestamp_seconds", None)] > 0
     assert samples[("mlmodel_drift_reference_available", "live")] == 1
 
+    # `kubectl mlmd logs` reads both containers of each of the model's pods, each line prefixed
+    # with the pod and container it came from.
+    pods = {
+        p.metadata.name
+        for p in models.core.list_namespaced_pod(
+            models.namespace, label_selector=f"app.kubernetes.io/instance={name}"
+        ).items
+    }
+    logs = cluster.mlmd("logs", name, "-n", models.namespace, "--sidecar", "--tail", "200").stdout
+    sources = set(re.findall(r"^\[([^/\]]+)/([^\]]+)\] ", logs, re.M))
+    assert sources == {(pod, c) for pod in pods for c in ("model-server", "monitor")}
+
 
 def test_kserve_sklearn_custom_image_serves_through_the_sidecar(
     cluster: TestCluster, models: Models, images: dict[str, str], model_claim: str
