@@ -54,7 +54,11 @@ class Prometheus:
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.targets_file = directory / "targets.json"
+        # The operator's own endpoint: its per-model series carry their own namespace label,
+        # kept with honor_labels as the chart's ServiceMonitor keeps it.
+        self.operator_targets_file = directory / "operator-targets.json"
         self._targets: dict[int, dict[str, str]] = {}
+        self._operator_targets: list[int] = []
         self._lock = threading.Lock()
         self._write_targets()
         config = directory / "prometheus.yml"
@@ -64,6 +68,10 @@ class Prometheus:
             "- job_name: mlmodel-sidecar\n"
             "  file_sd_configs:\n"
             f"  - {{files: ['{self.targets_file}'], refresh_interval: 1s}}\n"
+            "- job_name: mlmodel-operator\n"
+            "  honor_labels: true\n"
+            "  file_sd_configs:\n"
+            f"  - {{files: ['{self.operator_targets_file}'], refresh_interval: 1s}}\n"
         )
         self._server = Server(
             [
@@ -98,6 +106,12 @@ class Prometheus:
             self._targets[metrics_port] = dict(labels)
             self._write_targets()
 
+    def add_operator_target(self, metrics_port: int) -> None:
+        """Scrape the operator's metrics on 127.0.0.1:metrics_port, its labels honoured."""
+        with self._lock:
+            self._operator_targets.append(metrics_port)
+            self._write_targets()
+
     def remove_target(self, metrics_port: int) -> None:
         with self._lock:
             self._targets.pop(metrics_port, None)
@@ -108,10 +122,12 @@ class Prometheus:
             {"targets": [f"127.0.0.1:{port}"], "labels": labels}
             for port, labels in self._targets.items()
         ]
-        # Whole or not at all: Prometheus may read the file at any moment.
-        partial = self.targets_file.with_suffix(".tmp")
-        partial.write_text(json.dumps(groups))
-        os.replace(partial, self.targets_file)
+        operator = [{"targets": [f"127.0.0.1:{p}" for p in self._operator_targets]}]
+        for path, content in ((self.targets_file, groups), (self.operator_targets_file, operator)):
+            # Whole or not at all: Prometheus may read the file at any moment.
+            partial = path.with_suffix(".tmp")
+            partial.write_text(json.dumps(content))
+            os.replace(partial, path)
 
     # --- queries ---------------------------------------------------------------------------
 

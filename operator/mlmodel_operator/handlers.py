@@ -124,6 +124,7 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     queue = WorkQueue(Reconciler(Context(client, cache, events, build)), cfg.workers)
     stopping = threading.Event()
     _running = Running(cache, queue, events, stopping)
+    metrics.MODELS.source = lambda: cached_models(cache)
     queue.start()
     threading.Thread(
         target=resync_forever,
@@ -138,6 +139,20 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
             "is_active": lambda namespace: peering.current().active(client, namespace),
         },
     ).start()
+
+
+def cached_models(cache: Cache) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each cached model with its cached Deployments (stable, and the canary's), for the
+    per-model metrics."""
+    out = []
+    for namespace, name in cache.models():
+        body = cache.model(namespace, name)
+        if body is None:
+            continue
+        names = (name, name + CANARY_SUFFIX)
+        deployments = [cache.get("Deployment", namespace, n) for n in names]
+        out.append((body, [d for d in deployments if d is not None]))
+    return out
 
 
 @kopf.on.cleanup()

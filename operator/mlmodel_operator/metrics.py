@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+from mlmodel_operator.model_metrics import ModelCollector
 
 RECONCILES = Counter(
     "mlmodel_operator_reconciles_total",
@@ -36,3 +38,7 @@ CACHE_OBJECTS = Gauge(
 CACHE_BYTES = Gauge(
     "mlmodel_operator_cache_bytes", "Bytes of the projections held in the watch cache"
 )
+# Per-model series (replicas, the canary's weight, step and verdict), read from the watch cache
+# at each scrape; the operator points it at its cache when it starts.
+MODELS = ModelCollector()
+REGISTRY.register(MODELS)

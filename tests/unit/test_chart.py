@@ -340,3 +340,29 @@ def test_autoscalers_are_granted_keda_only_if_asked() -> None:
     assert not [t for t in granted if t[1] == "apiservices" and t[2] not in ("list", "watch")]
     no_keda = rules(one(render("--set", "rbac.keda=false"), "ClusterRole"))
     assert not [t for t in no_keda if t[0] == "keda.sh"]
+
+
+def test_grafana_dashboard_configmap_carries_the_dashboard_for_grafanas_sidecar() -> None:
+    assert not [
+        d for d in render() if d["kind"] == "ConfigMap" and "dashboard" in d["metadata"]["name"]
+    ]
+    docs = render(
+        "--set", "grafanaDashboard.enabled=true",
+        "--set", "grafanaDashboard.namespace=monitoring",
+        "--set", "grafanaDashboard.annotations.grafana_folder=Models",
+    )  # fmt: skip
+    [dashboard] = [d for d in docs if d["metadata"]["name"].endswith("-dashboard")]
+    assert dashboard["kind"] == "ConfigMap"
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Models"}
+    shipped = json.loads((CHART / "dashboards" / "mlmodel-operator.json").read_text())
+    assert json.loads(dashboard["data"]["mlmodel-operator.json"]) == shipped
+
+
+def test_service_monitor_keeps_the_per_model_namespace_label() -> None:
+    # The operator's per-model series carry the model's namespace; honorLabels keeps it.
+    result = template("--set", "metrics.serviceMonitor.enabled=true", "--api-versions",
+                      "monitoring.coreos.com/v1/ServiceMonitor")  # fmt: skip
+    monitor = one([d for d in yaml.safe_load_all(result.stdout) if d], "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
