@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the tests need: openssl (the local cluster's certificates), prometheus
-# (a real Prometheus and promtool in the monitoring tests), and for the real node runc, the CNI
+# (a real Prometheus and promtool in the monitoring tests), chromium-headless-shell (the drift
+# page's browser test), and for the real node runc, the CNI
 # plugins, iptables, podman and mmdebstrap (its images), and for kind clusters netavark (podman's
 # networks of kind's nodes; hack/kindpodman.py). Installs what is missing when run as
 # root; otherwise says what to install (without root there is no real node, and its tests skip).
@@ -9,6 +10,7 @@ set -euo pipefail
 missing=()
 command -v openssl >/dev/null || missing+=(openssl)
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
+command -v chromium-headless-shell >/dev/null || missing+=(chromium-headless-shell)
 real_node=()
 command -v runc >/dev/null || real_node+=(runc)
 [[ -x /usr/lib/cni/bridge ]] || real_node+=(containernetworking-plugins)

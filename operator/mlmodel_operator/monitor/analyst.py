@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from mlmodel_operator.api import DriftSettings
-from mlmodel_operator.monitor import metrics
+from mlmodel_operator.monitor import drift_page, metrics
 from mlmodel_operator.monitor.drift import DriftDetector
 from mlmodel_operator.monitor.handoff import Reader
 from mlmodel_operator.monitor.payloads import Columns, Exchange, UnreadablePayload, parse
@@ -56,6 +56,7 @@ class Analyst:
         self._drifted = False  # the verdict last published: windowed or sequential
         self._windowed: dict[tuple[str, str], bool] = {}  # the last windowed test, per feature
         self._held: set[tuple[str, str, str]] = set()  # (direction, feature, detector) at 1
+        self._last_alarms: dict[tuple[str, str], tuple[object, float]] = {}  # for the drift page
         self._heartbeat = metrics.DRIFT_WORKER_HEARTBEAT.labels(model, version)
         self._analysed = metrics.ANALYSED_PAYLOADS.labels(model, version)
 
@@ -162,6 +163,7 @@ class Analyst:
             direction, feature = alarm.feature
             labels = (self.model, self.version, direction, feature, alarm.detector)
             metrics.DRIFT_ALARMS.labels(*labels).inc()
+            self._last_alarms[alarm.feature] = (alarm, time.time())
         self._publish()
 
     def check(self) -> None:
@@ -176,6 +178,12 @@ class Analyst:
             self._windowed[(feature.direction, feature.feature)] = feature.drifted
         metrics.DRIFT_LAST_CHECK.labels(self.model, self.version).set(result.checked_at)
         self._publish()
+        if (path := drift_page.snapshot_path()) is not None:
+            page = drift_page.snapshot(
+                self.detector, result.features, self._held, self._last_alarms,
+                model=self.model, version=self.version, checked_at=result.checked_at,
+            )  # fmt: skip
+            self._guarded("page", drift_page.save, page, path)
 
     def _publish(self) -> None:
         """The combined verdict, per detector, per feature and for the model: drifted when

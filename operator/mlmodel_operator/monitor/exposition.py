@@ -20,6 +20,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, ThreadingWSGIServer
 
+from mlmodel_operator.monitor import drift_page
 from mlmodel_operator.monitor.settings import MonitorSettings
 
 UPSTREAM_TIMEOUT_SECONDS = 2.0
@@ -47,9 +48,15 @@ def upstream_metrics(url: str) -> bytes:
 
 
 def metrics_app(
-    registry: CollectorRegistry, upstream_url: str | None
+    registry: CollectorRegistry, upstream_url: str | None, drift_title: tuple[str, str] = ("", "")
 ) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/drift":
+            data = drift_page.load(drift_page.snapshot_path())
+            page = drift_page.render(data, *drift_title).encode()
+            headers = [("Content-Type", "text/html; charset=utf-8")]
+            start_response("200 OK", [*headers, ("Content-Length", str(len(page)))])
+            return [page]
         body = generate_latest(registry)
         if upstream_url is not None:
             body += upstream_metrics(upstream_url)
@@ -72,7 +79,7 @@ def serve_metrics(settings: MonitorSettings) -> None:
     server = make_server(
         settings.listen_host,
         settings.metrics_port,
-        metrics_app(registry, upstream),
+        metrics_app(registry, upstream, (settings.model_name, settings.model_version)),
         ThreadingWSGIServer,
         handler_class=_Quiet,
     )
