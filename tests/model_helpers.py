@@ -101,3 +101,37 @@ def wait_for_reconciles(count: int) -> None:
     """Until the in-process operator has finished `count` more reconciles (resyncs included)."""
     target = reconciles_run() + count
     wait_until(lambda: reconciles_run() >= target, what=f"{count} more reconciles")
+
+
+def canary_manifest(name: str, version: str, replicas: int = 2) -> dict[str, Any]:
+    """A custom-image model with a two-step canary judged every 5 s: without Prometheus, each
+    new version pauses at its first step on an Inconclusive verdict."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "MLModelDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model_type": "custom",
+            "image": "registry.example/iris-server:1",
+            "port": 8080,
+            "model_version": version,
+            "replicas": replicas,
+            "monitoring": {"performance_tracking": "enabled", "drift_detection": "active"},
+            "rollout": {
+                "strategy": "canary",
+                "steps": [50, 100],
+                "analysis": {"interval_seconds": 5, "min_requests": 10},
+            },
+        },
+    }
+
+
+def paused_canary(models: Models, name: str) -> None:
+    """v1 Ready, then v2's canary paused at its first step (the operator has no Prometheus)."""
+    models.create(canary_manifest(name, "v1"))
+    models.wait_ready(name)
+    models.patch_spec({"model_version": "v2"}, name)
+    wait_until(
+        lambda: (models.get(name).get("status", {}).get("rollout") or {}).get("phase") == "Paused",
+        what="the canary to pause at its first step",
+    )

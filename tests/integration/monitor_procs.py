@@ -114,3 +114,10 @@ def v2_body(rows: np.ndarray, request_id: str = "req-1") -> bytes:
 
 def v1_body(rows: np.ndarray) -> bytes:
     return json.dumps({"instances": rows.tolist()}).encode()
+
+
+def flowers(rng: np.random.Generator, count: int) -> np.ndarray:
+    """Iris flowers with a little noise: as many distinct values as a reference of thousands
+    of rows wants."""
+    features, _ = load_iris(return_X_y=True)
+    return features[rng.integers(0, len(features), count)] + rng.normal(0, 0.05, (count, 4))

@@ -22,12 +22,11 @@ from typing import Any
 import numpy as np
 import pytest
 from prometheus_client import start_http_server
-from sklearn.datasets import load_iris
 
 from chart_helpers import CHART
 from kube_helpers import TestCluster, wait_until
-from model_helpers import Models
-from monitor_procs import MODEL, model_server, post, v2_body
+from model_helpers import Models, paused_canary
+from monitor_procs import MODEL, flowers, model_server, post, v2_body
 from procs import free_port
 from prometheus_procs import Prometheus, model_version, prometheus
 
@@ -65,32 +64,6 @@ def accepted(prom: Prometheus, expr: str) -> list[dict[str, Any]]:
         raise AssertionError(f"Prometheus refused {expr!r}: {err.read().decode()}") from err
 
 
-def manifest(version: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "machine-learning.org/v1",
-        "kind": "MLModelDeployment",
-        "metadata": {"name": MODEL},
-        "spec": {
-            "model_type": "custom",
-            "image": "registry.example/iris-server:1",
-            "port": 8080,
-            "model_version": version,
-            "replicas": 2,
-            "monitoring": {"performance_tracking": "enabled", "drift_detection": "active"},
-            "rollout": {
-                "strategy": "canary",
-                "steps": [50, 100],
-                "analysis": {"interval_seconds": 5, "min_requests": 10},
-            },
-        },
-    }
-
-
-def flowers(rng: np.random.Generator, count: int) -> np.ndarray:
-    features, _ = load_iris(return_X_y=True)
-    return features[rng.integers(0, len(features), count)] + rng.normal(0, 0.05, (count, 4))
-
-
 @pytest.fixture
 def prom(tmp_path: Path) -> Iterator[Prometheus]:
     with prometheus(tmp_path / "prometheus") as server:
@@ -121,14 +94,7 @@ def test_every_panel_query_returns_series_from_real_processes(
     # a rollout that holds still while the queries are run.
     monkeypatch.delenv("MLMODEL_PROMETHEUS_URL", raising=False)
     request.getfixturevalue("operator")
-    models = Models(cluster, namespace)
-    models.create(manifest("v1"))
-    models.wait_ready(MODEL)
-    models.patch_spec({"model_version": "v2"}, MODEL)
-    wait_until(
-        lambda: (models.get(MODEL).get("status", {}).get("rollout") or {}).get("phase") == "Paused",
-        what="the canary to pause at its first step",
-    )
+    paused_canary(Models(cluster, namespace), MODEL)
 
     rng = np.random.default_rng(3)
     reference = tmp_path / "reference.csv"

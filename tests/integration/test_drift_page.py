@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sklearn.datasets import load_iris
 
 from kube_helpers import wait_until
-from monitor_procs import MODEL, metric, model_server, post, start_sidecar, v2_body
+from monitor_procs import MODEL, flowers, metric, model_server, post, start_sidecar, v2_body
 
 pytestmark = pytest.mark.integration
 
@@ -40,11 +39,6 @@ def browse(url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return result
-
-
-def flowers(rng: np.random.Generator, count: int) -> np.ndarray:
-    features, _ = load_iris(return_X_y=True)
-    return features[rng.integers(0, len(features), count)] + rng.normal(0, 0.05, (count, 4))
 
 
 @pytest.fixture

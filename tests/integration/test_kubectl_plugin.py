@@ -9,33 +9,12 @@ from typing import Any
 import pytest
 
 from kube_helpers import TestCluster, wait_until
-from model_helpers import Models
+from model_helpers import Models, paused_canary
 
 pytestmark = pytest.mark.integration
 
 NAME = "iris"
 OVERRIDE = "machine-learning.org/rollout"
-
-
-def manifest(version: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "machine-learning.org/v1",
-        "kind": "MLModelDeployment",
-        "metadata": {"name": NAME},
-        "spec": {
-            "model_type": "custom",
-            "image": "registry.example/iris-server:1",
-            "port": 8080,
-            "model_version": version,
-            "replicas": 2,
-            "monitoring": {"performance_tracking": "enabled"},
-            "rollout": {
-                "strategy": "canary",
-                "steps": [50, 100],
-                "analysis": {"interval_seconds": 5, "min_requests": 10},
-            },
-        },
-    }
 
 
 @pytest.fixture
@@ -50,10 +29,7 @@ def rollout(models: Models) -> dict[str, Any]:
 def test_get_draws_the_model_its_deployments_and_pods(
     cluster: TestCluster, namespace: str, models: Models
 ) -> None:
-    models.create(manifest("v1"))
-    models.wait_ready(NAME)
-    models.patch_spec({"model_version": "v2"}, NAME)
-    wait_until(lambda: rollout(models).get("phase") == "Paused", what="the canary to pause")
+    paused_canary(models, NAME)
 
     def pod_names() -> set[str]:
         return {p.metadata.name for p in models.core.list_namespaced_pod(namespace).items}
@@ -96,10 +72,7 @@ def test_get_draws_the_model_its_deployments_and_pods(
 def test_overrides_act_through_the_rollout_annotation(
     cluster: TestCluster, namespace: str, models: Models
 ) -> None:
-    models.create(manifest("v1"))
-    models.wait_ready(NAME)
-    models.patch_spec({"model_version": "v2"}, NAME)
-    wait_until(lambda: rollout(models).get("phase") == "Paused", what="the canary to pause")
+    paused_canary(models, NAME)
 
     def handled() -> bool:
         return OVERRIDE not in (models.get(NAME)["metadata"].get("annotations") or {})
