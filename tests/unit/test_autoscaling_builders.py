@@ -285,9 +285,8 @@ def test_an_llm_scales_on_vllms_queue() -> None:
     assert plan is not None and plan.reason == "CustomMetricsUnavailable"
 
 
-def test_an_hpa_of_a_model_that_scales_to_zero_keeps_one_replica_the_activator_takes_it_to_zero() -> (
-    None
-):
+def test_an_hpa_of_a_model_that_scales_to_zero_keeps_one_replica() -> None:
+    # The activator takes the model from one replica to zero.
     hpa = build_hpa(OWNER, spec({"min_replicas": 0, "max_replicas": 3}))
     # autoscaling/v2 refuses minReplicas 0 (without the HPAScaleToZero feature gate).
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
