@@ -183,7 +183,7 @@ def test_scaled_object_queries() -> None:
         ({"metric": "concurrency"}, True, False, None, None, "PrometheusURLMissing", False),
         ({"metric": "memory", "target": 80}, True, False, None, "ScaledObject", None, False),
         ({"min_replicas": 0}, False, True, PROMETHEUS, "HorizontalPodAutoscaler", None, True),
-        ({"min_replicas": 0}, False, False, None, None, "CustomMetricsUnavailable", True),
+        ({"min_replicas": 0}, False, False, None, "HorizontalPodAutoscaler", None, True),
     ],
 )
 def test_plan_says_why_autoscaling_cannot_be_set_up(

@@ -77,7 +77,9 @@ def plan_autoscaling(
             "HorizontalPodAutoscaler cannot scale to zero. Enable the activator, install KEDA or "
             "set min_replicas to 1 or more; until then replicas applies",
         )
-    if metric in PROMETHEUS_METRICS and not custom_metrics:
+    # With the activator an HPA is made even without its metrics: the activator needs one to own
+    # the count (it wakes and idles the model), and the HPA's own verdict says what is missing.
+    if metric in PROMETHEUS_METRICS and not custom_metrics and scaling.min_replicas > 0:
         return AutoscalingPlan(
             None,
             "CustomMetricsUnavailable",
