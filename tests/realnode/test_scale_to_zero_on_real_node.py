@@ -142,7 +142,11 @@ def test_a_model_at_zero_wakes_on_requests_answers_them_all_and_goes_back_to_zer
     create(models, name, to_zero_spec(model_claim, name))
     obj = at_zero(models, name)
     assert obj["status"]["ready"] == "0/0"
-    assert condition(obj, "Scaling")["status"] != "Unknown"  # the HPA exists and reported
+    # Without KEDA: the operator's HPA, from one replica up; the activator owns zero.
+    hpa = client.AutoscalingV2Api(cluster.api).read_namespaced_horizontal_pod_autoscaler(
+        name, models.namespace
+    )
+    assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (1, 2)
 
     url = f"http://{name}.{models.namespace}.svc.cluster.local/v2/models/{name}/infer"
     sidecar = f"http://{name}.{models.namespace}.svc.cluster.local:9090/metrics"
@@ -186,11 +190,16 @@ def test_a_model_at_zero_wakes_on_requests_answers_them_all_and_goes_back_to_zer
 
     # Idle for scale_down_delay_seconds: back to zero, and the Service points at the activator.
     at_zero(models, name)
-    slices = client.DiscoveryV1Api(cluster.api).list_namespaced_endpoint_slice(
-        models.namespace, label_selector=f"kubernetes.io/service-name={name}"
-    )
-    ours = [s for s in slices.items if s.metadata.name == f"{name}-activator"]
-    assert ours and ours[0].endpoints[0].addresses == [activator.split("//")[1].split(":")[0]]
+    activator_ip = activator.split("//")[1].split(":")[0]
+
+    def activator_slice() -> list[str] | None:
+        slices = client.DiscoveryV1Api(cluster.api).list_namespaced_endpoint_slice(
+            models.namespace, label_selector=f"kubernetes.io/service-name={name}"
+        )
+        ours = [s for s in slices.items if s.metadata.name == f"{name}-activator"]
+        return ours[0].endpoints[0].addresses if ours else None
+
+    assert wait_until(activator_slice, what="the activator's slice again") == [activator_ip]
 
 
 def test_a_request_held_past_the_cold_start_timeout_gets_503_with_retry_after(
