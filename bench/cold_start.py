@@ -39,13 +39,13 @@ from realnode_helpers import (  # noqa: E402
     IRIS,
     OPERATOR_UID,
     InstalledOperator,
+    client_pod_result,
     install_chart,
     models_claim,
     real_node_namespace,
     restricted_pod,
     train_iris,
     uninstall_chart,
-    wait_for_pod_phase,
 )
 
 CLUSTER_DIR = Path(os.environ.get("MLMODEL_CLUSTER_DIR") or REPO / ".cluster")
@@ -134,13 +134,7 @@ def one_request(cluster: TestCluster, namespace: str, image: str, start_at: floa
         "    resp.read()\n"
         "print(json.dumps({'sent': sent, 'answered': time.time(), 'status': status}))\n"
     )
-    name = f"client-{uuid.uuid4().hex[:6]}"
-    core = client.CoreV1Api(cluster.api)
-    core.create_namespaced_pod(
-        namespace, restricted_pod(name, image, ["python", "-c", script], uid=OPERATOR_UID)
-    )
-    wait_for_pod_phase(cluster, namespace, name, "Succeeded")
-    return json.loads(core.read_namespaced_pod_log(name, namespace).strip().splitlines()[-1])
+    return client_pod_result(cluster, namespace, image, script)
 
 
 def bare_pod_start(cluster: TestCluster, namespace: str, image: str) -> float:

@@ -109,6 +109,12 @@ def call_from_a_pod(
         f"metrics = urllib.request.urlopen({metrics_url!r}, timeout=30).read().decode()\n"
         "print(json.dumps({'answers': answers, 'metrics': metrics}))\n"
     )
+    return client_pod_result(cluster, namespace, image, script)
+
+
+def client_pod_result(cluster: TestCluster, namespace: str, image: str, script: str) -> Any:
+    """Run a Python `script` in a pod on the node, as the operator's user; the JSON it printed
+    last."""
     name = f"client-{uuid.uuid4().hex[:6]}"
     pod = restricted_pod(name, image, ["python", "-c", script], uid=OPERATOR_UID)
     core = client.CoreV1Api(cluster.api)

@@ -6,7 +6,6 @@ that says why."""
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import pytest
@@ -17,11 +16,9 @@ from kube_helpers import TestCluster, wait_until
 from model_helpers import Models, condition
 from realnode_helpers import (
     IRIS,
-    OPERATOR_UID,
     InstalledOperator,
-    restricted_pod,
+    client_pod_result,
     train_iris,
-    wait_for_pod_phase,
 )
 
 pytestmark = pytest.mark.timeout(1800)
@@ -109,15 +106,7 @@ def concurrent_calls(
         f"metrics = [urllib.request.urlopen(u, timeout=30).read().decode() for u in {metrics!r}]\n"
         "print(json.dumps({'results': results, 'metrics': metrics}))\n"
     )
-    name = f"client-{uuid.uuid4().hex[:6]}"
-    pod = restricted_pod(name, image, ["python", "-c", script], uid=OPERATOR_UID)
-    core = client.CoreV1Api(cluster.api)
-    core.create_namespaced_pod(namespace, pod)
-    try:
-        wait_for_pod_phase(cluster, namespace, name, "Succeeded")
-    finally:
-        logs = core.read_namespaced_pod_log(name, namespace)
-    return json.loads(logs.strip().splitlines()[-1])
+    return client_pod_result(cluster, namespace, image, script)
 
 
 def samples(metrics: str, name: str, model: str) -> dict[tuple[str, ...], float]:
@@ -202,6 +191,16 @@ def test_a_model_at_zero_wakes_on_requests_answers_them_all_and_goes_back_to_zer
     assert wait_until(activator_slice, what="the activator's slice again") == [activator_ip]
 
 
+def calls_at_zero(
+    cluster: TestCluster, models: Models, image: str, name: str, spec: dict[str, Any], path: str
+) -> list[dict[str, Any]]:
+    """Create the model, wait until it is at zero, and call it twice at once."""
+    create(models, name, spec)
+    at_zero(models, name)
+    url = f"http://{name}.{models.namespace}.svc.cluster.local{path}"
+    return concurrent_calls(cluster, models.namespace, image, url, 2, [])["results"]
+
+
 def test_a_request_held_past_the_cold_start_timeout_gets_503_with_retry_after(
     cluster: TestCluster,
     models: Models,
@@ -212,11 +211,8 @@ def test_a_request_held_past_the_cold_start_timeout_gets_503_with_retry_after(
     spec = to_zero_spec(model_claim, name, cold_start_timeout_seconds=3)
     # No node has this much memory: the woken pod waits for capacity, past the timeout.
     spec["computational_resources"] = {"memory_requirements": "64Ti", "cpu": "100m"}
-    create(models, name, spec)
-    at_zero(models, name)
-    url = f"http://{name}.{models.namespace}.svc.cluster.local/v2/models/{name}/infer"
-    result = concurrent_calls(cluster, models.namespace, images["operator"], url, 2, [])
-    for r in result["results"]:
+    path = f"/v2/models/{name}/infer"
+    for r in calls_at_zero(cluster, models, images["operator"], name, spec, path):
         assert r["status"] == 503, r
         assert int(r["retry_after"]) >= 1
         error = json.loads(r["body"])["error"]
@@ -236,11 +232,7 @@ def test_held_requests_of_a_model_that_cannot_start_get_an_error_naming_the_reas
     spec = to_zero_spec(model_claim, name, cold_start_timeout_seconds=600)
     # An image the node does not have and cannot pull (there is no registry).
     spec.update({"model_type": "custom", "image": "localhost/mlmodel-missing:1.0", "port": 8080})
-    create(models, name, spec)
-    at_zero(models, name)
-    url = f"http://{name}.{models.namespace}.svc.cluster.local/predict"
-    result = concurrent_calls(cluster, models.namespace, images["operator"], url, 3, [])
-    for r in result["results"]:
+    for r in calls_at_zero(cluster, models, images["operator"], name, spec, "/predict"):
         assert r["status"] == 503, r
         error = json.loads(r["body"])["error"]
         assert f"model {name} cannot start" in error
