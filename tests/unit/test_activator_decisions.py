@@ -144,6 +144,8 @@ def test_the_service_points_at_the_activator_until_a_ready_replica_is_its_endpoi
     # Ready, but the endpoint controller has not listed it yet: keep the activator.
     assert decisions.needs_slice(view(service_serving=False))
     assert not decisions.needs_slice(view())
+    # Set to zero while its last replica still answers: the activator takes over at once.
+    assert decisions.needs_slice(view(replicas=0))
     assert not decisions.needs_slice(view(ready_targets=(), service_uid=None))
     assert not decisions.needs_slice(view(ready_targets=(), autoscaler=None))
 

@@ -190,12 +190,13 @@ def wakes(view: ModelView) -> bool:
 
 
 def needs_slice(view: ModelView) -> bool:
-    """The Service points at the activator until a replica is ready and listed in the endpoint
-    controller's own slice (removed earlier, the Service would have no endpoint for a moment)."""
+    """The Service points at the activator from the moment the model is set to zero (its last
+    pods may still be going) until a replica is ready and listed in the endpoint controller's own
+    slice (removed earlier, the Service would have no endpoint for a moment)."""
     return (
         view.autoscaler is not None
         and view.service_uid is not None
-        and not (view.ready_targets and view.service_serving)
+        and (view.replicas == 0 or not (view.ready_targets and view.service_serving))
     )
 
 

@@ -221,6 +221,12 @@ class Activator:
         if None in texts:
             idle.last_traffic = now  # a sidecar that cannot be read may be serving
         if decisions.goes_to_zero(view, idle, self.held[key].requests, now):
+            # The Service points here first: requests between the scale-down and the next round
+            # reach the activator (which forwards them while a replica is still ready), never a
+            # Service without endpoints.
+            wanted = (self.pod_ip, self.ports[key])
+            await asyncio.to_thread(self.io.apply_slice, view, *wanted)
+            self.sliced[key] = wanted
             await asyncio.to_thread(self.io.to_zero, view)
             TO_ZERO.labels(*key).inc()
             idle.last_traffic = now
