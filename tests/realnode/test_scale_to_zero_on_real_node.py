@@ -6,6 +6,8 @@ that says why."""
 from __future__ import annotations
 
 import json
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -71,15 +73,18 @@ def at_zero(models: Models, name: str) -> dict[str, Any]:
     return wait_until(zero, what=f"{name} at zero and ScaledToZero", timeout=300)
 
 
-def activator_metrics_url(cluster: TestCluster, installed: InstalledOperator) -> str:
-    (pod,) = (
-        client.CoreV1Api(cluster.api)
+def activator_metrics_url(cluster: TestCluster, installed: InstalledOperator) -> str | None:
+    """The metrics URL of the activator's one live pod (None while there is not exactly one)."""
+    pods = [
+        p
+        for p in client.CoreV1Api(cluster.api)
         .list_namespaced_pod(
             installed.namespace, label_selector="app.kubernetes.io/name=mlmodel-activator"
         )
         .items
-    )
-    return f"http://{pod.status.pod_ip}:9090/metrics"
+        if p.metadata.deletion_timestamp is None and p.status.pod_ip
+    ]
+    return f"http://{pods[0].status.pod_ip}:9090/metrics" if len(pods) == 1 else None
 
 
 def concurrent_calls(
@@ -99,6 +104,8 @@ def concurrent_calls(
         "            status, headers, text = resp.status, resp.headers, resp.read().decode()\n"
         "    except urllib.error.HTTPError as err:\n"
         "        status, headers, text = err.code, err.headers, err.read().decode()\n"
+        "    except OSError as err:\n"  # no HTTP answer: the connection failed or was closed
+        "        status, headers, text = None, {}, repr(err)\n"
         "    return {'status': status, 'retry_after': headers.get('Retry-After'),\n"
         "            'body': text, 'seconds': time.monotonic() - start}\n"
         "with ThreadPoolExecutor(n) as pool:\n"
@@ -140,6 +147,7 @@ def test_a_model_at_zero_wakes_on_requests_answers_them_all_and_goes_back_to_zer
     url = f"http://{name}.{models.namespace}.svc.cluster.local/v2/models/{name}/infer"
     sidecar = f"http://{name}.{models.namespace}.svc.cluster.local:9090/metrics"
     activator = activator_metrics_url(cluster, in_cluster_operator)
+    assert activator is not None
     result = concurrent_calls(
         cluster, models.namespace, images["operator"], url, CONCURRENT, [activator, sidecar]
     )
@@ -246,4 +254,63 @@ def test_held_requests_of_a_model_that_cannot_start_get_an_error_naming_the_reas
             in ("ErrImagePull", "ImagePullBackOff")
         ),
         what=f"{name} Failed with the image pull's reason",
+    )
+
+
+def test_the_activator_restarting_while_it_holds_requests_closes_them_and_its_successor_takes_over(
+    cluster: TestCluster,
+    models: Models,
+    images: dict[str, str],
+    model_claim: str,
+    in_cluster_operator: InstalledOperator,
+) -> None:
+    name = "iris-held"
+    spec = to_zero_spec(model_claim, name, cold_start_timeout_seconds=600)
+    # Never ready (no node can take it): the requests stay held until the activator goes.
+    spec["computational_resources"] = {"memory_requirements": "64Ti", "cpu": "100m"}
+    create(models, name, spec)
+    at_zero(models, name)
+    metrics = activator_metrics_url(cluster, in_cluster_operator)
+    assert metrics is not None
+    url = f"http://{name}.{models.namespace}.svc.cluster.local/v2/models/{name}/infer"
+    with ThreadPoolExecutor(1) as pool:
+        calls = pool.submit(
+            concurrent_calls, cluster, models.namespace, images["operator"], url, 2, []
+        )
+
+        def held() -> bool:
+            text = urllib.request.urlopen(metrics, timeout=10).read().decode()
+            return samples(text, "mlmodel_activator_held_requests", name).get(()) == 2
+
+        wait_until(held, what="the activator holding both requests", timeout=180)
+        core = client.CoreV1Api(cluster.api)
+        (pod,) = core.list_namespaced_pod(
+            in_cluster_operator.namespace, label_selector="app.kubernetes.io/name=mlmodel-activator"
+        ).items
+        core.delete_namespaced_pod(pod.metadata.name, in_cluster_operator.namespace)
+        results = calls.result(timeout=300)["results"]
+    # What the clients see: the connection closed without an answer (no status, no hang).
+    for r in results:
+        assert r["status"] is None, r
+        assert "closed" in r["body"] or "reset" in r["body"].lower(), r
+    # The new activator points the model's Service at itself and holds requests again.
+    new_url = wait_until(
+        lambda: (u := activator_metrics_url(cluster, in_cluster_operator)) != metrics and u,
+        what="a new activator pod",
+        timeout=180,
+    )
+    new_ip = new_url.split("//")[1].split(":")[0]
+
+    def slice_address() -> list[str] | None:
+        found = (
+            client.DiscoveryV1Api(cluster.api)
+            .list_namespaced_endpoint_slice(
+                models.namespace, field_selector=f"metadata.name={name}-activator"
+            )
+            .items
+        )
+        return found[0].endpoints[0].addresses if found else None
+
+    wait_until(
+        lambda: slice_address() == [new_ip], what="the slice at the new activator", timeout=180
     )
