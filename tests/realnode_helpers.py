@@ -109,6 +109,12 @@ def call_from_a_pod(
         f"metrics = urllib.request.urlopen({metrics_url!r}, timeout=30).read().decode()\n"
         "print(json.dumps({'answers': answers, 'metrics': metrics}))\n"
     )
+    return client_pod_result(cluster, namespace, image, script)
+
+
+def client_pod_result(cluster: TestCluster, namespace: str, image: str, script: str) -> Any:
+    """Run a Python `script` in a pod on the node, as the operator's user; the JSON it printed
+    last."""
     name = f"client-{uuid.uuid4().hex[:6]}"
     pod = restricted_pod(name, image, ["python", "-c", script], uid=OPERATOR_UID)
     core = client.CoreV1Api(cluster.api)
@@ -251,3 +257,31 @@ def models_claim(cluster: TestCluster, namespace: str, host_path: dict[str, str]
         },
     )
     return volume
+
+
+IRIS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.1, 4.7, 1.5], [6.3, 3.3, 6.0, 2.5]]
+
+
+def train_iris(cluster: TestCluster, namespace: str, claim: str, image: str, path: str) -> None:
+    """Fit a classifier in `image` (the scikit-learn it serves with) and save it on the claim as
+    model.joblib (MLServer) and model.pkl (the KServe server)."""
+    script = (
+        "import os, pickle, joblib\n"
+        "from sklearn.datasets import load_iris\n"
+        "from sklearn.linear_model import LogisticRegression\n"
+        "X, y = load_iris(return_X_y=True)\n"
+        f"os.makedirs('/mnt/models/{path}', exist_ok=True)\n"
+        "model = LogisticRegression(max_iter=1000).fit(X, y)\n"
+        f"joblib.dump(model, '/mnt/models/{path}/model.joblib')\n"
+        f"pickle.dump(model, open('/mnt/models/{path}/model.pkl', 'wb'))\n"
+    )
+    name = f"train-{path}"
+    pod = restricted_pod(
+        name,
+        image,
+        ["python", "-c", script],
+        container={"volumeMounts": [{"name": "models", "mountPath": "/mnt/models"}]},
+        volumes=[{"name": "models", "persistentVolumeClaim": {"claimName": claim}}],
+    )
+    client.CoreV1Api(cluster.api).create_namespaced_pod(namespace, pod)
+    wait_for_pod_phase(cluster, namespace, name, "Succeeded")

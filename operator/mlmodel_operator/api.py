@@ -620,8 +620,9 @@ class Autoscaling(CRDModel):
         1,
         ge=0,
         le=MAX_AUTOSCALED_REPLICAS,
-        description="Fewest replicas. 0 allows scale to zero, which needs KEDA (without it the "
-        "status says so and nothing is autoscaled); at zero nothing answers requests.",
+        description="Fewest replicas. 0 allows scale to zero: the operator's activator (or "
+        "KEDA) takes the model to zero after scale_down_delay_seconds without traffic, and a "
+        "request at zero is held by the activator while the model wakes.",
     )
     max_replicas: StrictInt = Field(
         ge=1, le=MAX_AUTOSCALED_REPLICAS, description="Most replicas the autoscaler may ask for."
@@ -645,7 +646,15 @@ class Autoscaling(CRDModel):
         ge=0,
         le=3600,
         description="How long the load must stay low before replicas are removed (the "
-        "scale-down stabilization window; with KEDA also the cool-down before scaling to zero).",
+        "scale-down stabilization window; with min_replicas 0 also the idle time before the "
+        "last replica goes).",
+    )
+    cold_start_timeout_seconds: StrictInt = Field(
+        120,
+        ge=1,
+        le=3600,
+        description="With min_replicas 0: how long the activator holds a request while the "
+        "model wakes from zero; past it the client gets 503 with Retry-After.",
     )
 
     rules: ClassVar[tuple[Rule, ...]] = (
@@ -1066,6 +1075,11 @@ class MLModelDeploymentStatus(BaseModel):
         None, alias="modelVersion", description="model_version of the pods that are serving."
     )
     message: str | None = Field(None, description="Summary of the current state.")
+    waking_since: str | None = Field(
+        None,
+        alias="wakingSince",
+        description="While the model wakes from zero: when the activator woke it (RFC 3339).",
+    )
     rollout: RolloutStatus | None = Field(None, description="The canary rollout, if any.")
     history: list[Revision] = Field(
         default_factory=list,

@@ -72,6 +72,11 @@ class OperatorConfig(BaseModel):
         description="Prometheus HTTP API (http://host:9090) that scrapes the model sidecars: "
         "canary analysis queries it, KEDA triggers point at it",
     )
+    activator: bool = Field(
+        False,
+        description="the activator (chart value activator.enabled) runs in the cluster: models "
+        "with min_replicas 0 scale to zero and wake on a request without KEDA",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_port: int = Field(8080, ge=0, le=65535, description="Prometheus metrics; 0 disables")
     health_port: int = Field(8081, ge=0, le=65535, description="liveness endpoint; 0 disables")

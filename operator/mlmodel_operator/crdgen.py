@@ -30,12 +30,16 @@ DOC_END = "<!-- spec-fields:end -->"
 _DROPPED_KEYS = {"title", "additionalProperties", "$defs"}
 
 _RESOURCES = ".spec.computational_resources"
+# ScaledToZero, Waking, ModelServing, RollingOut, ...: what `kubectl get mlmd` shows at a glance.
+_READY_REASON = '.status.conditions[?(@.type=="Ready")].reason'
 PRINTER_COLUMNS = [
     {"name": "Model", "type": "string", "jsonPath": ".spec.model_type"},
     {"name": "GPUs", "type": "integer", "jsonPath": f"{_RESOURCES}.gpu_allocation"},
     {"name": "Memory", "type": "string", "jsonPath": f"{_RESOURCES}.memory_requirements"},
     {"name": "Ready", "type": "string", "jsonPath": ".status.ready"},
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Reason", "type": "string", "jsonPath": _READY_REASON},
+    {"name": "Waking", "type": "date", "jsonPath": ".status.wakingSince"},
     {"name": "Version", "type": "string", "jsonPath": ".status.modelVersion", "priority": 1},
     {"name": "Rollout", "type": "string", "jsonPath": ".status.rollout.phase", "priority": 1},
     {"name": "Weight", "type": "integer", "jsonPath": ".status.rollout.weight", "priority": 1},

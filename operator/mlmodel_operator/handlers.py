@@ -116,6 +116,7 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         if cfg.network_policy
         else None,
         prometheus_url=cfg.prometheus_url,
+        activator=cfg.activator,
     )
     # The entry point made the client; kopf run otherwise (tests, `kopf run`) has none yet.
     client = memo.get("kube") or kube.configure(cfg.api_qps, cfg.api_burst)

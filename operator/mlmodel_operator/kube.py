@@ -39,6 +39,7 @@ _PLURALS = {
     "NetworkPolicy": "networkpolicies",
     "HTTPRoute": "httproutes",
     "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "EndpointSlice": "endpointslices",
     "ScaledObject": "scaledobjects",
     "InferencePool": "inferencepools",
     "ServiceAccount": "serviceaccounts",

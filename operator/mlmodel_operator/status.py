@@ -12,7 +12,7 @@ from typing import Any
 
 from mlmodel_operator.builders import AutoscalingPlan, MonitoringSetup
 from mlmodel_operator.builders.fetch import FETCH_CONTAINER
-from mlmodel_operator.builders.meta import VERSION_LABEL
+from mlmodel_operator.builders.meta import VERSION_LABEL, WOKEN_ANNOTATION
 from mlmodel_operator.scaling import scaling_verdict
 
 READY, PROGRESSING, AVAILABLE, SCHEDULED = "Ready", "Progressing", "Available", "Scheduled"
@@ -269,6 +269,16 @@ def _blocked(obs: Observation, deployment: dict[str, Any], scheduling: Cond) -> 
     return None
 
 
+def waking_since(deployment: dict[str, Any] | None) -> str | None:
+    """When the activator woke the model, while no replica is ready yet (else None)."""
+    if deployment is None:
+        return None
+    woken = (deployment["metadata"].get("annotations") or {}).get(WOKEN_ANNOTATION)
+    replicas = (deployment.get("spec") or {}).get("replicas", 1)
+    ready = (deployment.get("status") or {}).get("readyReplicas", 0)
+    return woken if woken and replicas and not ready else None
+
+
 def waits_for_capacity(blocked: Cond) -> bool:
     """Whether the cluster may still provide what is missing by itself (a cluster autoscaler,
     other workloads ending, a quota freed), as opposed to a spec or image that must change."""
@@ -344,6 +354,10 @@ def evaluate(obs: Observation) -> tuple[str, dict[str, Cond]]:
     if blocked is None:
         conditions[PROGRESSING] = Cond("True", "RollingOut", rollout)
         conditions[READY] = Cond("False", "RollingOut", rollout)
+        if woken := waking_since(deployment):
+            waking = f"waking from zero since {woken}: {rollout}"
+            conditions[PROGRESSING] = Cond("True", "Waking", waking)
+            conditions[READY] = Cond("False", "Waking", waking)
         return "Progressing", conditions
     # The rollout cannot go on by itself: it is not progressing, whatever the Deployment says.
     conditions[PROGRESSING] = Cond("False", blocked.reason, f"{label}: {blocked.message}")
@@ -475,6 +489,9 @@ def compute_status(obs: Observation, previous: dict[str, Any], now: str) -> dict
         "endpoint": obs.endpoint if ready or previous.get("endpoint") else None,
         "modelVersion": serving_versions(obs.pods + obs.canary_pods),
         "message": conditions[READY].message,
+        "wakingSince": (
+            waking_since(obs.deployment) if conditions[READY].reason == "Waking" else None
+        ),
     }
     if obs.rollout is not None:
         status["rollout"] = obs.rollout

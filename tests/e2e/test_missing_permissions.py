@@ -27,7 +27,13 @@ def chart_cluster_role() -> dict:
         capture_output=True,
         text=True,
     ).stdout
-    return next(doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] == "ClusterRole")
+    return next(
+        doc
+        for doc in yaml.safe_load_all(rendered)
+        if doc
+        and doc["kind"] == "ClusterRole"
+        and not doc["metadata"]["name"].endswith("-activator")  # the operator's own
+    )
 
 
 def without_writing_services(rules: list[dict]) -> list[dict]:

@@ -198,13 +198,16 @@ def test_the_real_hpa_scales_up_to_min_and_the_operator_lets_it(
 
 
 @with_operator
-def test_scale_to_zero_without_keda_and_traffic_metrics_without_a_source_are_refused(
+def test_scale_to_zero_without_keda_or_activator_and_traffic_metrics_without_a_source_are_refused(
     cluster: TestCluster, namespace: str, models: Models
 ) -> None:
     to_zero = {"min_replicas": 0, "max_replicas": 4, "metric": "concurrency", "target": 2}
     models.create(manifest(NAME, model_type="sklearn", replicas=2, autoscaling=to_zero))
-    obj = models.wait_condition("Scaling", status="False", reason="ScaleToZeroNeedsKEDA")
-    assert "needs KEDA" in condition(obj, "Scaling")["message"]
+    obj = models.wait_condition("Scaling", status="False", reason="ScaleToZeroNeedsActivator")
+    assert (
+        "needs the activator (chart value activator.enabled) or KEDA"
+        in (condition(obj, "Scaling")["message"])
+    )
     obj = models.wait_ready()
     assert obj["status"]["ready"] == "2/2"  # spec.replicas applies
     assert OPERATOR in replicas_owners(models.deployment())

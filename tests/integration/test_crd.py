@@ -122,7 +122,9 @@ def test_kubectl_explain_shows_the_descriptions(cluster: TestCluster) -> None:
 def test_kubectl_get_shows_the_printer_columns(cluster: TestCluster, namespace: str) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", str(FOUNDING_MANIFEST))
     header, row = cluster.kubectl("get", "mlmd", "-n", namespace).stdout.splitlines()
-    assert header.split() == ["NAME", "MODEL", "GPUS", "MEMORY", "READY", "PHASE", "AGE"]
+    assert header.split() == [
+        "NAME", "MODEL", "GPUS", "MEMORY", "READY", "PHASE", "REASON", "WAKING", "AGE"
+    ]  # fmt: skip
     assert row.split()[:4] == ["predictive-analytics-system", "neural_network", "4", "64GB"]
     wide = cluster.kubectl("get", "ml", "-n", namespace, "-o", "wide").stdout.splitlines()[0]
     assert {"VERSION", "ENDPOINT", "MESSAGE"} <= set(wide.split())

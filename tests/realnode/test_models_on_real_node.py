@@ -16,45 +16,18 @@ from prometheus_client.parser import text_string_to_metric_families
 from kube_helpers import TestCluster, wait_until
 from model_helpers import Models, condition
 from realnode_helpers import (
+    IRIS,
     NODE,
     REQUESTS,
     InstalledOperator,
     assert_pods_really_ready,
     call_from_a_pod,
     port_forwarded_get,
-    restricted_pod,
-    wait_for_pod_phase,
+    train_iris,
 )
 
 # The first test also builds and imports the images when `make test` has not (minutes, cold).
 pytestmark = pytest.mark.timeout(1800)
-
-IRIS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.1, 4.7, 1.5], [6.3, 3.3, 6.0, 2.5]]
-
-
-def train_iris(cluster: TestCluster, namespace: str, claim: str, image: str, path: str) -> None:
-    """Fit a classifier in `image` (the scikit-learn it serves with) and save it on the claim as
-    model.joblib (MLServer) and model.pkl (the KServe server)."""
-    script = (
-        "import os, pickle, joblib\n"
-        "from sklearn.datasets import load_iris\n"
-        "from sklearn.linear_model import LogisticRegression\n"
-        "X, y = load_iris(return_X_y=True)\n"
-        f"os.makedirs('/mnt/models/{path}', exist_ok=True)\n"
-        "model = LogisticRegression(max_iter=1000).fit(X, y)\n"
-        f"joblib.dump(model, '/mnt/models/{path}/model.joblib')\n"
-        f"pickle.dump(model, open('/mnt/models/{path}/model.pkl', 'wb'))\n"
-    )
-    name = f"train-{path}"
-    pod = restricted_pod(
-        name,
-        image,
-        ["python", "-c", script],
-        container={"volumeMounts": [{"name": "models", "mountPath": "/mnt/models"}]},
-        volumes=[{"name": "models", "persistentVolumeClaim": {"claimName": claim}}],
-    )
-    client.CoreV1Api(cluster.api).create_namespaced_pod(namespace, pod)
-    wait_for_pod_phase(cluster, namespace, name, "Succeeded")
 
 
 def requests_counted(metrics: str, model: str) -> float:

@@ -164,16 +164,26 @@ def test_scaled_object_queries() -> None:
 
 
 @pytest.mark.parametrize(
-    ("autoscaling", "keda", "custom_metrics", "url", "kind", "reason"),
+    ("autoscaling", "keda", "custom_metrics", "url", "kind", "reason", "activator"),
     [
-        ({"metric": "memory", "target": 80}, False, False, None, "HorizontalPodAutoscaler", None),
-        ({"metric": "concurrency"}, False, True, None, "HorizontalPodAutoscaler", None),
-        ({"metric": "concurrency"}, False, False, None, None, "CustomMetricsUnavailable"),
-        ({"metric": "rps"}, False, False, PROMETHEUS, None, "CustomMetricsUnavailable"),
-        ({"min_replicas": 0}, False, True, PROMETHEUS, None, "ScaleToZeroNeedsKEDA"),
-        ({"min_replicas": 0}, True, False, PROMETHEUS, "ScaledObject", None),
-        ({"metric": "concurrency"}, True, False, None, None, "PrometheusURLMissing"),
-        ({"metric": "memory", "target": 80}, True, False, None, "ScaledObject", None),
+        (
+            {"metric": "memory", "target": 80},
+            False,
+            False,
+            None,
+            "HorizontalPodAutoscaler",
+            None,
+            False,
+        ),
+        ({"metric": "concurrency"}, False, True, None, "HorizontalPodAutoscaler", None, False),
+        ({"metric": "concurrency"}, False, False, None, None, "CustomMetricsUnavailable", False),
+        ({"metric": "rps"}, False, False, PROMETHEUS, None, "CustomMetricsUnavailable", False),
+        ({"min_replicas": 0}, False, True, PROMETHEUS, None, "ScaleToZeroNeedsActivator", False),
+        ({"min_replicas": 0}, True, False, PROMETHEUS, "ScaledObject", None, False),
+        ({"metric": "concurrency"}, True, False, None, None, "PrometheusURLMissing", False),
+        ({"metric": "memory", "target": 80}, True, False, None, "ScaledObject", None, False),
+        ({"min_replicas": 0}, False, True, PROMETHEUS, "HorizontalPodAutoscaler", None, True),
+        ({"min_replicas": 0}, False, False, None, "HorizontalPodAutoscaler", None, True),
     ],
 )
 def test_plan_says_why_autoscaling_cannot_be_set_up(
@@ -183,13 +193,18 @@ def test_plan_says_why_autoscaling_cannot_be_set_up(
     url: str | None,
     kind: str | None,
     reason: str | None,
+    activator: bool,
 ) -> None:
     s = spec(autoscaling)
-    plan = plan_autoscaling(s, keda=keda, custom_metrics=custom_metrics, prometheus_url=url)
+    plan = plan_autoscaling(
+        s, keda=keda, custom_metrics=custom_metrics, prometheus_url=url, activator=activator
+    )
     assert plan is not None
     assert (plan.kind, plan.reason) == (kind, reason)
     assert (plan.message is None) == (reason is None)
-    settings = replace(SETTINGS, keda=keda, custom_metrics=custom_metrics, prometheus_url=url)
+    settings = replace(
+        SETTINGS, keda=keda, custom_metrics=custom_metrics, prometheus_url=url, activator=activator
+    )
     built = by_kind(s, settings)
     if kind is None:
         # Not set up: no autoscaler, and the replicas stay the spec's.
@@ -268,3 +283,10 @@ def test_an_llm_scales_on_vllms_queue() -> None:
     # Without KEDA it needs the custom metrics API, like the sidecar's metrics.
     plan = plan_autoscaling(s, keda=False, custom_metrics=False, prometheus_url=None)
     assert plan is not None and plan.reason == "CustomMetricsUnavailable"
+
+
+def test_an_hpa_of_a_model_that_scales_to_zero_keeps_one_replica() -> None:
+    # The activator takes the model from one replica to zero.
+    hpa = build_hpa(OWNER, spec({"min_replicas": 0, "max_replicas": 3}))
+    # autoscaling/v2 refuses minReplicas 0 (without the HPAScaleToZero feature gate).
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)

@@ -587,7 +587,7 @@ def test_a_cpu_llm_has_no_tensor_parallelism_and_a_smaller_shm() -> None:
     assert "--model=/mnt/models/tiny" in server["args"]
     shm = next(v for v in pod["volumes"] if v["name"] == "dshm")
     assert shm["emptyDir"]["sizeLimit"] == "1536Mi"  # half of 3Gi, under 2 GiB
-    assert server["startupProbe"]["failureThreshold"] == 13  # 125 s, rounded up
+    assert server["startupProbe"]["failureThreshold"] == 63  # 125 s in 2 s probes, rounded up
 
 
 def test_the_llm_sidecar_reads_openai_and_adds_vllms_metrics() -> None:

@@ -32,8 +32,13 @@ def render(*args: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(template(*args).stdout) if d]
 
 
+def is_activator(doc: dict[str, Any]) -> bool:
+    return doc["metadata"]["name"].endswith("-activator")
+
+
 def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = [d for d in docs if d["kind"] == kind]
+    """The operator's object of `kind` (the activator's are tested on their own)."""
+    found = [d for d in docs if d["kind"] == kind and not is_activator(d)]
     assert len(found) == 1, [d["kind"] for d in docs]
     return found[0]
 
@@ -177,12 +182,14 @@ def test_rbac_is_least_privilege() -> None:
 
 def test_watched_namespaces_get_roles_and_nothing_namespaced_cluster_wide() -> None:
     docs = render("--set", "watchNamespaces={team-a,team-b}")
-    roles = [d for d in docs if d["kind"] == "Role"]
+    roles = [d for d in docs if d["kind"] == "Role" and not is_activator(d)]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert ("apps", "deployments", "patch") in rules(roles[0])
     assert ("kopf.dev", "kopfpeerings", "patch") in rules(roles[0])
-    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    bindings = [d for d in docs if d["kind"] == "RoleBinding" and not is_activator(d)]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    # The activator's roles are in the watched namespaces too, and nothing of it cluster-wide.
+    assert not [d for d in docs if d["kind"].startswith("Cluster") and is_activator(d)]
     cluster_wide = {t[1] for t in rules(one(docs, "ClusterRole"))}
     assert cluster_wide == {"customresourcedefinitions", "namespaces", "apiservices"}
     peerings = [d for d in docs if d["kind"] == "KopfPeering"]
@@ -366,3 +373,34 @@ def test_service_monitor_keeps_the_per_model_namespace_label() -> None:
                       "monitoring.coreos.com/v1/ServiceMonitor")  # fmt: skip
     monitor = one([d for d in yaml.safe_load_all(result.stdout) if d], "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
+
+
+def test_the_activator_runs_from_the_operator_image_with_its_own_least_privilege() -> None:
+    docs = render("--set-json", 'watchNamespaces=["models"]')
+    activator = [d for d in docs if is_activator(d)]
+    (deployment,) = [d for d in activator if d["kind"] == "Deployment"]
+    (operator,) = [d for d in docs if d["kind"] == "Deployment" and not is_activator(d)]
+    pod = deployment["spec"]["template"]["spec"]
+    (box,) = pod["containers"]
+    assert box["image"] == operator["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert box["command"] == ["mlmodel-activator"]
+    assert "--namespaces=models" in box["args"]
+    assert box["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {e["name"] for e in box["env"]} == {"POD_IP", "POD_NAME"}
+    # The operator's Services and budget must not select the activator's pod.
+    operator_selector = operator["spec"]["selector"]["matchLabels"].items()
+    assert not operator_selector <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    (role,) = [d for d in activator if d["kind"] == "Role"]
+    assert role["metadata"]["namespace"] == "models"
+    verbs = {
+        (r["apiGroups"][0], res): set(r["verbs"]) for r in role["rules"] for res in r["resources"]
+    }
+    assert verbs[("apps", "deployments")] == {"get", "patch"}
+    assert "delete" in verbs[("discovery.k8s.io", "endpointslices")]
+    assert "--activator=true" in operator["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_without_the_activator_the_operator_is_not_told_it_runs() -> None:
+    docs = render("--set", "activator.enabled=false")
+    assert not [d for d in docs if is_activator(d)]
+    assert "--activator=true" not in container(docs)["args"]

@@ -129,10 +129,10 @@ def test_scaled_object_verdicts(
 
 
 def test_no_autoscaler_says_why_and_a_missing_one_is_being_created() -> None:
-    refused = AutoscalingPlan(None, "ScaleToZeroNeedsKEDA", "min_replicas 0 needs KEDA")
+    refused = AutoscalingPlan(None, "ScaleToZeroNeedsActivator", "min_replicas 0 needs KEDA")
     assert scaling_verdict(refused, None) == (
         "False",
-        "ScaleToZeroNeedsKEDA",
+        "ScaleToZeroNeedsActivator",
         "min_replicas 0 needs KEDA",
     )
     assert scaling_verdict(HPA, None) == (

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from mlmodel_operator.builders.autoscaling import AutoscalingPlan
+from mlmodel_operator.builders.meta import WOKEN_ANNOTATION
 from mlmodel_operator.status import (
     Observation,
     compute_status,
@@ -697,3 +698,25 @@ def test_replicas_the_autoscaler_asks_for_that_find_no_gpus_are_insufficient_gpu
     assert conditions["Ready"].reason == "InsufficientGPU"
     assert "2 of 4 replicas serving" in conditions["Ready"].message
     assert phase == "Degraded"
+
+
+def test_a_model_woken_from_zero_is_waking_since_the_wake_until_a_replica_is_ready() -> None:
+    woken = "2026-01-01T00:00:00.250Z"
+    waking = deployment(updated=0, ready=0, available=0)
+    waking["metadata"]["annotations"] = {WOKEN_ANNOTATION: woken}
+    waking["spec"] = {"replicas": 1}
+    status = compute_status(obs(deployment=waking, pods=[pod(ready=False)]), {}, NOW)
+    by_type = {c["type"]: c for c in status["conditions"]}
+    assert (status["phase"], by_type["Ready"]["reason"]) == ("Progressing", "Waking")
+    assert status["wakingSince"] == woken
+    assert f"waking from zero since {woken}" in status["message"]
+    # A wake that cannot start is a failure like any other, with its reason.
+    failed = compute_status(
+        obs(deployment=waking, pods=[pod(ready=False, waiting="CrashLoopBackOff")]), {}, NOW
+    )
+    assert failed["phase"] == "Failed" and failed["wakingSince"] is None
+    # Ready: no longer waking, even before the activator removes its mark.
+    served = deployment()
+    served["metadata"]["annotations"] = {WOKEN_ANNOTATION: woken}
+    status = compute_status(obs(deployment=served, pods=[pod()]), {}, NOW)
+    assert status["phase"] == "Ready" and status["wakingSince"] is None

@@ -147,3 +147,34 @@ it to act only in the active replica.
   resources: [{{ . | quote }}]
   verbs: ["get", "list", "watch", "patch", "create"]
 {{- end }}
+
+{{/*
+What the activator does with the API, in the models' namespaces.
+*/}}
+{{- define "mlmodel-operator.activatorRules" -}}
+- apiGroups: ["machine-learning.org"]
+  resources: ["mlmodeldeployments"]
+  verbs: ["get", "list"]
+# Wake (replicas 1 and the woken-at annotation) and take idle models to zero.
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get", "patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get"]
+# Whether a model is autoscaled, and by whom (the operator's HPA or KEDA's).
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["get"]
+# The Service's slice that points at the activator while the model has no ready replica.
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["get", "list", "create", "patch", "delete"]
+# One Event per wake, with its cold-start time.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}

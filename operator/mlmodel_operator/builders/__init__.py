@@ -81,6 +81,9 @@ class BuildSettings:
     # API (custom.metrics.k8s.io, e.g. prometheus-adapter) for a HorizontalPodAutoscaler.
     keda: bool = False
     custom_metrics: bool = False
+    # Whether the activator runs (--activator): it wakes models at zero and, without KEDA,
+    # takes idle ones there.
+    activator: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ def build_children(
         spec,
         keda=settings.keda,
         custom_metrics=settings.custom_metrics,
+        activator=settings.activator,
         prometheus_url=settings.prometheus_url,
     )
     if plan is not None and plan.kind is not None:

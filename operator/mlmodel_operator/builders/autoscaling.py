@@ -46,7 +46,12 @@ class AutoscalingPlan:
 
 
 def plan_autoscaling(
-    spec: api.MLModelDeploymentSpec, *, keda: bool, custom_metrics: bool, prometheus_url: str | None
+    spec: api.MLModelDeploymentSpec,
+    *,
+    keda: bool,
+    custom_metrics: bool,
+    prometheus_url: str | None,
+    activator: bool = False,
 ) -> AutoscalingPlan | None:
     """None when spec.autoscaling is unset. Only the cluster's APIs and the operator's settings
     decide here; what the spec alone decides was refused at admission."""
@@ -63,15 +68,18 @@ def plan_autoscaling(
                 "--prometheus-url (chart value prometheusUrl): set it",
             )
         return AutoscalingPlan(KEDA_KIND)
-    if scaling.min_replicas == 0:
+    if scaling.min_replicas == 0 and not activator:
         return AutoscalingPlan(
             None,
-            "ScaleToZeroNeedsKEDA",
-            "min_replicas 0 needs KEDA (keda.sh/v1alpha1 ScaledObject), which this cluster does "
-            "not serve: a HorizontalPodAutoscaler cannot scale to zero. Install KEDA or set "
-            "min_replicas to 1 or more; until then replicas applies",
+            "ScaleToZeroNeedsActivator",
+            "min_replicas 0 needs the activator (chart value activator.enabled) or KEDA "
+            "(keda.sh/v1alpha1 ScaledObject), and this operator has neither: a "
+            "HorizontalPodAutoscaler cannot scale to zero. Enable the activator, install KEDA or "
+            "set min_replicas to 1 or more; until then replicas applies",
         )
-    if metric in PROMETHEUS_METRICS and not custom_metrics:
+    # With the activator an HPA is made even without its metrics: the activator needs one to own
+    # the count (it wakes and idles the model), and the HPA's own verdict says what is missing.
+    if metric in PROMETHEUS_METRICS and not custom_metrics and scaling.min_replicas > 0:
         return AutoscalingPlan(
             None,
             "CustomMetricsUnavailable",
@@ -142,7 +150,9 @@ def build_hpa(owner: Owner, spec: api.MLModelDeploymentSpec) -> dict[str, Any]:
         "metadata": object_meta(owner, spec, owner.name),
         "spec": {
             "scaleTargetRef": _target_ref(owner),
-            "minReplicas": scaling.min_replicas,
+            # An HPA cannot scale to zero: the activator takes an idle model from one to zero,
+            # and at zero the HPA pauses until the activator wakes the model.
+            "minReplicas": max(scaling.min_replicas, 1),
             "maxReplicas": scaling.max_replicas,
             "metrics": hpa_metrics(spec),
             "behavior": _behavior(scaling),

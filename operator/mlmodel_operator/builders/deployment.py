@@ -32,6 +32,10 @@ GPU_TAINT_KEY = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 # Large models take minutes to load; liveness only starts once the startup probe passes.
 STARTUP_PROBE_BUDGET_SECONDS = 900
+# A server ready between two startup probes waits for the next one: with 10 s, that wait was most
+# of an MLServer cold start (bench/cold_start.py). A probe is one local HTTP request, and only
+# while the server starts.
+STARTUP_PROBE_PERIOD_SECONDS = 2
 # CPU requested per GPU when computational_resources.cpu is unset: data loading, pre- and
 # post-processing and the serving threads that feed a GPU need cores of their own.
 CPU_PER_GPU = 2
@@ -158,8 +162,8 @@ def build_model_container(
         "resources": _resources(spec),
         "startupProbe": _probe(
             ready_path,
-            periodSeconds=10,
-            failureThreshold=math.ceil(startup_seconds / 10),
+            periodSeconds=STARTUP_PROBE_PERIOD_SECONDS,
+            failureThreshold=math.ceil(startup_seconds / STARTUP_PROBE_PERIOD_SECONDS),
         ),
         "readinessProbe": _probe(ready_path, periodSeconds=5, failureThreshold=3),
         "livenessProbe": _probe(

@@ -17,6 +17,8 @@ VERSION_LABEL = "app.kubernetes.io/version"
 MODEL_TYPE_LABEL = f"{api.GROUP}/model-type"
 APP_NAME = "mlmodel"
 MODEL_SERVER = "model-server"  # the component label of the model's own objects
+# Set on the model Deployment by the activator when it wakes the model from zero (RFC 3339).
+WOKEN_ANNOTATION = f"{api.GROUP}/woken-at"
 
 
 # What the `restricted` Pod Security Standard asks of every container and pod.
