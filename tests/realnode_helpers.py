@@ -160,17 +160,24 @@ def when(timestamp: Any) -> datetime:
 
 
 def assert_pods_really_ready(
-    cluster: TestCluster, namespace: str, name: str, images: set[str], model: dict[str, Any]
+    cluster: TestCluster,
+    namespace: str,
+    name: str,
+    images: set[str],
+    model: dict[str, Any],
+    reported_at: datetime | None = None,
 ) -> None:
     """The model's pods run on the real node with the given images, never restarted, and
-    were Ready before the resource said so."""
+    were Ready before the resource said so: before its Ready condition turned True, or, for a
+    model that stayed Ready while its pods were replaced (a promotion), before `reported_at`,
+    when the status was seen reporting the new pods."""
     pods = (
         client.CoreV1Api(cluster.api)
         .list_namespaced_pod(namespace, label_selector=f"app.kubernetes.io/instance={name}")
         .items
     )
     assert pods, f"no pods of {name}"
-    resource_ready = when(condition(model, "Ready")["lastTransitionTime"])
+    resource_ready = reported_at or when(condition(model, "Ready")["lastTransitionTime"])
     for pod in pods:
         assert pod.spec.node_name == NODE
         assert {c.image for c in pod.spec.containers} == images

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -253,6 +254,8 @@ def test_a_canary_runs_real_pods_each_labelled_with_its_version_then_is_promoted
 
     wait_until(promoted, what="the promotion", timeout=300)
     model = models.wait_ready(name, timeout=300)
+    # The model served throughout, so its Ready condition dates from before the promotion.
+    reported_at = datetime.now(UTC)
     core = client.CoreV1Api(cluster.api)
     wait_until(
         lambda: len(core.list_namespaced_pod(models.namespace, label_selector=instance).items) == 2,
@@ -263,5 +266,10 @@ def test_a_canary_runs_real_pods_each_labelled_with_its_version_then_is_promoted
         assert 'version="v2"' in metrics and 'version="v1"' not in metrics
     assert model["status"]["modelVersion"] == "v2"
     assert_pods_really_ready(
-        cluster, models.namespace, name, {images["kserve-sklearn"], images["operator"]}, model
+        cluster,
+        models.namespace,
+        name,
+        {images["kserve-sklearn"], images["operator"]},
+        model,
+        reported_at,
     )
