@@ -176,6 +176,9 @@ DEFAULT_LLM_SIZE_LIMIT = "500Gi"
 SIDECAR_PROXY_PORT = 8480
 SIDECAR_METRICS_PORT = 9090
 _SIDECAR_PORTS = f"[{SIDECAR_PROXY_PORT}, {SIDECAR_METRICS_PORT}]"
+# With monitoring.ground_truth, sidecar worker i takes feedback from its peers on 9200 + i (at
+# most 64 workers).
+FEEDBACK_PORTS = range(9200, 9264)
 
 
 class ModelType(StrEnum):
@@ -328,6 +331,91 @@ class AlertThresholds(CRDModel):
     )
 
 
+class GroundTruthTask(StrEnum):
+    classification = "classification"
+    regression = "regression"
+
+
+class GroundTruth(CRDModel):
+    """How a prediction is read and joined to the truth sent later to
+    POST /v2/models/<name>/feedback."""
+
+    task: GroundTruthTask = Field(
+        description="classification: a prediction is a class, right or wrong. regression: a "
+        "number, with its absolute and squared error."
+    )
+    output: Annotated[str, Field(max_length=253)] | None = Field(
+        None,
+        description="The Open Inference Protocol output holding the prediction (its `name`). "
+        "Unset: the first output, or `predictions` for the v1 protocol. A class is read from "
+        "it as: the text of a BYTES output (a label); the index of the largest value when a "
+        "row holds several numbers (argmax of scores); the number itself when a row holds one.",
+    )
+    ttl_seconds: StrictInt = Field(
+        86_400,
+        ge=60,
+        le=30 * 86_400,
+        description="How long a prediction waits for its truth. Truth sent later is counted "
+        "late, never an error.",
+    )
+    max_pending: Annotated[str, Field(max_length=32, pattern=MEMORY_PATTERN)] = Field(
+        "64Mi",
+        description="Memory for predictions waiting for their truth, per sidecar worker. When "
+        "full, the oldest are let go (counted) to make room. Added to the sidecar's memory "
+        "limit.",
+    )
+
+
+class PayloadLoggingMode(StrEnum):
+    all = "all"
+    request = "request"
+    response = "response"
+
+
+class PayloadLogging(CRDModel):
+    """Each request and answer sent as a CloudEvent to an HTTP sink, off the request path."""
+
+    url: Annotated[str, Field(max_length=2048, pattern=ENDPOINT_URL_PATTERN)] = Field(
+        description="The CloudEvents sink (http:// or https://)."
+    )
+    mode: PayloadLoggingMode = Field(
+        PayloadLoggingMode.all,
+        description="all: an event for the request and one for the answer; request or "
+        "response: only that one.",
+    )
+    sample_percent: StrictFloat = Field(
+        100.0,
+        gt=0,
+        le=100,
+        description="Share of predictions logged, chosen by prediction id so that a request "
+        "and its answer are logged together or not at all.",
+    )
+    batch_size: StrictInt = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="Events per delivery. 1: one event per HTTP request in binary mode. More: "
+        "application/cloudevents-batch+json.",
+    )
+    batch_interval_seconds: StrictFloat = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="The longest an event waits for its batch to fill.",
+    )
+    secret_name: Annotated[str, Field(max_length=253, pattern=OBJECT_NAME_PATTERN)] | None = Field(
+        None,
+        description="A Secret in the model's namespace whose key `authorization` is sent as the "
+        "Authorization header (e.g. `Bearer <token>`).",
+    )
+    max_queued: Annotated[str, Field(max_length=32, pattern=MEMORY_PATTERN)] = Field(
+        "16Mi",
+        description="Events waiting for delivery, in bytes, per sidecar worker. Past it, new "
+        "events are dropped and counted: the request path never waits for the sink. Added to "
+        "the sidecar's memory limit.",
+    )
+
+
 class Monitoring(CRDModel):
     """What the monitoring sidecar in each model pod measures."""
 
@@ -347,6 +435,14 @@ class Monitoring(CRDModel):
     alerts: AlertThresholds = Field(
         default_factory=AlertThresholds,  # type: ignore[arg-type]
         description="Alert thresholds for the PrometheusRule created with the Prometheus Operator.",
+    )
+    ground_truth: GroundTruth | None = Field(
+        None,
+        description="Join predictions to truth sent later, for accuracy per version. Unset: no "
+        "feedback endpoint.",
+    )
+    payload_logging: PayloadLogging | None = Field(
+        None, description="Send requests and answers to a CloudEvents sink. Unset: not logged."
     )
     sidecar_cpu: Annotated[str, Field(max_length=32, pattern=CPU_PATTERN)] = Field(
         "50m",
@@ -512,6 +608,28 @@ class RolloutAnalysis(CRDModel):
         True,
         description="The new version's drift detector reporting drift in the window fails the "
         "step (only while monitoring.drift_detection is active).",
+    )
+    min_accuracy: StrictFloat | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Share of the new version's labelled predictions (monitoring.ground_truth, "
+        "task classification) that must be right, over the window; below it the step fails. "
+        "Unset: not judged.",
+    )
+    max_accuracy_drop: StrictFloat | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="How far the new version's accuracy may fall below the stable version's "
+        "over the same window (0.02: two points); beyond it the step fails. Unset: not judged.",
+    )
+    min_labels: StrictInt = Field(
+        100,
+        ge=1,
+        le=1_000_000_000,
+        description="Fewer labelled predictions of a version in the window make an accuracy "
+        "gate's step Inconclusive, never passed or failed.",
     )
     max_p99_time_to_first_token_seconds: StrictFloat | None = Field(
         None,
@@ -831,6 +949,17 @@ class MLModelDeploymentSpec(CRDModel):
             reason="FieldValueInvalid",
         ),
         Rule(
+            cel=f"!has(self.port) || !has(self.monitoring.ground_truth) || self.port < "
+            f"{FEEDBACK_PORTS.start} || self.port >= {FEEDBACK_PORTS.stop}",
+            message=f"port must not be in {FEEDBACK_PORTS.start}-{FEEDBACK_PORTS.stop - 1} with "
+            "monitoring.ground_truth: the monitoring sidecar takes feedback there",
+            holds=lambda s: (
+                s.port is None or s.monitoring.ground_truth is None or s.port not in FEEDBACK_PORTS
+            ),
+            field_path=".port",
+            reason="FieldValueInvalid",
+        ),
+        Rule(
             cel="!has(self.storage.endpoint_url) || "
             "(has(self.model_uri) && self.model_uri.startsWith('s3://'))",
             message="storage.endpoint_url is only for an s3:// model_uri",
@@ -855,6 +984,25 @@ class MLModelDeploymentSpec(CRDModel):
             holds=lambda s: s.storage.service_account_name is None or is_fetched(s.model_uri),
             field_path=".storage.service_account_name",
             reason="FieldValueForbidden",
+        ),
+        *(
+            Rule(
+                cel=f"!has(self.rollout.analysis) || !has(self.rollout.analysis.{gate}) || "
+                "(has(self.monitoring.ground_truth) && "
+                "self.monitoring.ground_truth.task == 'classification')",
+                message=f"rollout.analysis.{gate} needs monitoring.ground_truth with task "
+                "classification: accuracy is counted from labelled predictions",
+                holds=lambda s, gate=gate: (
+                    getattr(s.rollout.analysis, gate) is None
+                    or (
+                        s.monitoring.ground_truth is not None
+                        and s.monitoring.ground_truth.task == GroundTruthTask.classification
+                    )
+                ),
+                field_path=f".rollout.analysis.{gate}",
+                reason="FieldValueInvalid",
+            )
+            for gate in ("min_accuracy", "max_accuracy_drop")
         ),
         Rule(
             cel="self.rollout.strategy != 'canary' || "
@@ -990,6 +1138,15 @@ class AnalysisRecord(BaseModel):
         None,
         alias="p99InterTokenLatencySeconds",
         description="model_type llm: the 99th percentile time between tokens of its streams.",
+    )
+    accuracy: float | None = Field(
+        None, description="Share of the new version's labelled predictions that were right."
+    )
+    labels: float | None = Field(
+        None, description="The new version's predictions labelled in the window."
+    )
+    stable_accuracy: float | None = Field(
+        None, alias="stableAccuracy", description="The stable version's accuracy, same window."
     )
     message: str = Field("", description="Why this result, with the stable version's figures.")
     time: str = Field(description="When it was judged (RFC 3339).")

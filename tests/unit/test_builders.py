@@ -264,6 +264,7 @@ def test_monitoring_off_means_no_sidecar_and_configmap_absent() -> None:
     assert kinds == ["Deployment", "Service"]
     assert [(r.kind, r.name) for r in built.absent] == [
         ("ConfigMap", "m-monitor"),
+        ("Service", "m-peers"),  # no ground truth
         ("HTTPRoute", "m"),  # no Gateway named
         # Not an llm behind a Gateway: no InferencePool, nor its endpoint picker.
         ("InferencePool", "m"),

@@ -30,11 +30,12 @@ from mlmodel_operator.builders.monitor import (
     build_monitor_configmap,
     monitor_enabled,
     monitor_settings,
+    peers_service_name,
 )
 from mlmodel_operator.builders.network_policy import NetworkPolicySettings, build_network_policy
 from mlmodel_operator.builders.prometheus import build_prometheus_rule, build_service_monitor
 from mlmodel_operator.builders.route import ROUTE_API, build_http_route
-from mlmodel_operator.builders.service import build_service
+from mlmodel_operator.builders.service import build_peers_service, build_service
 from mlmodel_operator.hashing import content_hash
 from mlmodel_operator.runtimes import PICKER_RUNTIME, Runtime, runtime_for
 
@@ -145,6 +146,12 @@ def build_children(
         del children[-1]["spec"]["replicas"]
     service = build_service(owner, spec, runtime, monitored=monitor is not None)
     children.append(service)
+    peers = peers_service_name(owner)
+    if monitor is not None and monitor.ground_truth is not None:
+        port = monitor.ground_truth.feedback_port_base
+        children.append(build_peers_service(owner, spec, peers, port))
+    else:
+        absent.append(ObjectRef("v1", "Service", owner.namespace, peers))
     gateway = spec.rollout.gateway
     pool = pool_wanted(spec, gateway_api=settings.gateway_api, pool_api=settings.inference_pool)
     if pool and gateway is not None:
@@ -164,7 +171,13 @@ def build_children(
             for api_version, kind, name in pool_object_keys(owner)
         ]
     if settings.network_policy is not None:
-        children.append(build_network_policy(owner, spec, service, settings.network_policy))
+        feedback_ports = None
+        if monitor is not None and monitor.ground_truth is not None:
+            base = monitor.ground_truth.feedback_port_base
+            feedback_ports = range(base, base + monitor.workers)
+        children.append(
+            build_network_policy(owner, spec, service, settings.network_policy, feedback_ports)
+        )
     else:
         # Turned off: a policy made while it was on would go on blocking traffic.
         absent.append(

@@ -21,7 +21,7 @@ from mlmodel_operator.builders.meta import (
     restricted_pod_security,
     selector_labels,
 )
-from mlmodel_operator.builders.monitor import build_monitor_container, build_monitor_volume
+from mlmodel_operator.builders.monitor import build_monitor_container, build_monitor_volumes
 from mlmodel_operator.fetch.uri import is_fetched
 from mlmodel_operator.monitor.settings import MonitorSettings
 from mlmodel_operator.runtimes import MLSERVER_IMPLEMENTATIONS, MODEL_DIR, Runtime
@@ -227,7 +227,7 @@ def build_deployment(
         volumes.append(
             {"name": "monitor-config", "configMap": {"name": monitor_config_name(owner)}}
         )
-        volumes.append(build_monitor_volume())
+        volumes += build_monitor_volumes(spec)
         annotations = {
             # A new sidecar configuration rolls the pods, which read it only at start-up.
             CONFIG_HASH_ANNOTATION: monitor_config_hash or "",

@@ -33,6 +33,7 @@ def build_network_policy(
     spec: api.MLModelDeploymentSpec,
     service: dict[str, Any],
     settings: NetworkPolicySettings,
+    feedback_ports: range | None = None,
 ) -> dict[str, Any]:
     ingress: list[dict[str, Any]] = [
         {
@@ -43,6 +44,20 @@ def build_network_policy(
             "ports": [{"protocol": "TCP", "port": _target_port(service, "http")}],
         }
     ]
+    if feedback_ports is not None:
+        # Feedback sent on between the model's own pods (monitor/feedback_service.py).
+        ingress.append(
+            {
+                "from": [{"podSelector": {"matchLabels": selector_labels(owner)}}],
+                "ports": [
+                    {
+                        "protocol": "TCP",
+                        "port": feedback_ports.start,
+                        "endPort": feedback_ports.stop - 1,
+                    }
+                ],
+            }
+        )
     if metrics := _target_port(service, "metrics"):
         ingress.append(
             {

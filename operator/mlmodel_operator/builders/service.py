@@ -50,3 +50,21 @@ def build_service(
 
 def endpoint(owner: Owner) -> str:
     return f"http://{owner.name}.{owner.namespace}.svc.cluster.local"
+
+
+def build_peers_service(
+    owner: Owner, spec: api.MLModelDeploymentSpec, name: str, port: int
+) -> dict[str, Any]:
+    """A headless Service resolving to every pod of the model, ready or not, of every version:
+    a sidecar sends feedback on only to the addresses it resolves to."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": object_meta(owner, spec, name),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": selector_labels(owner),
+            "ports": [{"name": "feedback", "port": port, "targetPort": port, "protocol": "TCP"}],
+        },
+    }

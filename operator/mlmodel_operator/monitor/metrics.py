@@ -217,3 +217,56 @@ COMPLETION_TOKENS = Counter(
     "(source=chunks), or estimated from the text, 4 bytes a token (source=estimated)",
     ["model", "version", "source"],
 )
+
+# --- ground truth (monitoring.ground_truth) ------------------------------------------------------
+# Counted by the version that made the prediction, on the pod that holds it: accuracy over any
+# window is increase(correct) / increase(labelled).
+
+FEEDBACK = Counter(
+    "mlmodel_feedback_entries_total",
+    "Feedback entries by outcome: matched (joined to its prediction), duplicate (already "
+    "labelled), late (its prediction outlived ttl_seconds or was let go), unmatched (no such "
+    "prediction), invalid (no usable id or truth), unreachable (the pod holding it did not "
+    "answer)",
+    ["model", "version", "outcome"],
+)
+LABELLED = Counter(
+    "mlmodel_labelled_predictions_total",
+    "Predicted rows joined to their truth",
+    ["model", "version"],
+)
+CORRECT = Counter(
+    "mlmodel_correct_predictions_total",
+    "Labelled rows whose predicted class was the truth (task classification)",
+    ["model", "version"],
+)
+ABSOLUTE_ERROR = Counter(
+    "mlmodel_prediction_absolute_error_total",
+    "Sum of |prediction - truth| over labelled rows (task regression): MAE is its increase over "
+    "the labelled rows' increase",
+    ["model", "version"],
+)
+SQUARED_ERROR = Counter(
+    "mlmodel_prediction_squared_error_total",
+    "Sum of (prediction - truth)^2 over labelled rows (task regression), for RMSE",
+    ["model", "version"],
+)
+UNLABELLED = Counter(
+    "mlmodel_unlabelled_predictions_total",
+    "Predictions that can no longer be labelled: expired (past ttl_seconds), evicted (let go "
+    "for room under max_pending), unreadable (no prediction read from the answer), too_large "
+    "(too many rows), streamed (an answer too large to read whole)",
+    ["model", "version", "reason"],
+)
+PENDING = Gauge(
+    "mlmodel_pending_predictions",
+    "Predictions waiting for their truth",
+    ["model", "version"],
+    multiprocess_mode="livesum",
+)
+PENDING_BYTES = Gauge(
+    "mlmodel_pending_predictions_bytes",
+    "Memory held by predictions waiting for their truth",
+    ["model", "version"],
+    multiprocess_mode="livesum",
+)

@@ -29,10 +29,20 @@ from prometheus_client import Counter
 from mlmodel_operator.monitor import metrics
 from mlmodel_operator.monitor.binary import HEADER as BINARY_HEADER
 from mlmodel_operator.monitor.budget import ByteBudget, Hold
+from mlmodel_operator.monitor.feedback_service import LOOPBACK, FeedbackService
+from mlmodel_operator.monitor.ground_truth import Answer, read_answer
 from mlmodel_operator.monitor.handoff import Writer
+from mlmodel_operator.monitor.ledger import Ledger
 from mlmodel_operator.monitor.llm_meter import LLMMetrics, Reading
 from mlmodel_operator.monitor.openai import drift_features, endpoint_of
 from mlmodel_operator.monitor.payloads import Exchange, protocol_of
+from mlmodel_operator.monitor.prediction_id import (
+    PREDICTION_ID_HEADER,
+    REQUEST_ID_HEADER,
+    Holder,
+    own_id,
+    prediction_id,
+)
 from mlmodel_operator.monitor.settings import MonitorSettings
 from mlmodel_operator.monitor.upstream import Response, UpstreamError, UpstreamPool
 
@@ -102,6 +112,7 @@ class Outcome:
     sent: int = 0
     exchange: Exchange | None = None
     llm: Reading | None = None  # an OpenAI API request
+    prediction: str | None = None  # its x-prediction-id
 
 
 class Proxy:
@@ -110,8 +121,10 @@ class Proxy:
         settings: MonitorSettings,
         handoff: Writer | None = None,
         analyst_alive: Callable[[], bool] = lambda: True,
+        worker: int = 0,
     ) -> None:
         self.settings = settings
+        self.worker = worker
         self.handoff = handoff
         self.analyst_alive = analyst_alive
         self.upstream = UpstreamPool.for_url(settings.upstream)
@@ -135,6 +148,12 @@ class Proxy:
         self._buffered = metrics.BUFFERED_BYTES.labels(self.model, self.version)
         self._queued = metrics.DRIFT_QUEUED_BYTES.labels(self.model, self.version)
         self._publisher: asyncio.Task[None] | None = None
+        self.ledger: Ledger | None = None
+        self.feedback: FeedbackService | None = None
+        address = settings.pod_ip or LOOPBACK
+        if settings.ground_truth is not None:
+            self.ledger = Ledger(settings.ground_truth, self.model, self.version)
+            self.feedback = FeedbackService(settings.ground_truth, self.ledger, address, worker)
         self._dropped: dict[str, Counter] = {}
         if settings.performance_tracking:
             # Every status class at zero from the start, for the model's protocol: a series
@@ -147,6 +166,8 @@ class Proxy:
         app = web.Application(client_max_size=self.settings.max_body_bytes)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        if self.feedback is not None:
+            app.router.add_post(f"/v2/models/{self.model}/feedback", self.feedback.receive)
         app.router.add_route("*", "/{tail:.*}", self.forward, expect_handler=self.expect)
         app.on_startup.append(self._start_publishing)
         app.on_cleanup.append(self._close)
@@ -163,11 +184,15 @@ class Proxy:
             self._buffered.set(self.budget.used)
             if self.handoff is not None:
                 self._queued.set(self.handoff.queued()[0])
+            if self.ledger is not None:
+                self.ledger.publish()
             await asyncio.sleep(PUBLISH_SECONDS)
 
     async def _close(self, app: web.Application) -> None:
         if self._publisher is not None:
             self._publisher.cancel()
+        if self.feedback is not None:
+            await self.feedback.close()
         await self.upstream.close()
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -393,7 +418,8 @@ class Proxy:
                             outcome.llm.begin(upstream.headers)
                             outcome.llm.chunk(payload, time.perf_counter())
                         outcome.exchange = self._capture(protocol, body, request, upstream, payload)
-                        return self._relayed(request, upstream, payload)
+                        self._identify(request, protocol, outcome, payload)
+                        return self._relayed(request, upstream, payload, outcome.prediction)
             except TimeoutError:
                 metrics.UPSTREAM_ERRORS.labels(self.model, self.version, "timeout").inc()
                 outcome.status = 504
@@ -407,8 +433,40 @@ class Proxy:
             if upstream is not None:
                 upstream.abort()  # closes the connection unless the answer was read whole
 
-    def _relayed(self, request: web.Request, upstream: Response, payload: bytes) -> web.Response:
+    def _identify(
+        self, request: web.Request, protocol: str, outcome: Outcome, payload: bytes | None
+    ) -> None:
+        """Give an inference answer its prediction id and, with ground truth on, keep its
+        prediction (after the answer is out). `payload` is None for an answer streamed on."""
+        if not self.settings.prediction_ids or protocol == "other" or request.method != "POST":
+            return
+        truth = self.settings.ground_truth
+        answer = Answer()
+        if payload is not None and outcome.status == 200:
+            if truth is not None:
+                answer = read_answer(payload, protocol, truth.task, truth.output)
+            elif protocol == "v2":
+                answer = Answer(_answer_id(payload))
+        holder = Holder(self.settings.pod_ip or LOOPBACK, self.worker, int(time.time()))
+        own = own_id(request.headers.get(REQUEST_ID_HEADER), answer.id)
+        outcome.prediction = prediction_id(holder, own)
+        if self.ledger is None or outcome.status != 200:
+            return
+        if payload is None:
+            self.ledger.unlabelled("streamed")
+        elif answer.rows is None:
+            self.ledger.unlabelled(answer.problem or "unreadable")
+        else:
+            asyncio.get_running_loop().call_soon(
+                self.ledger.record, outcome.prediction, answer.rows
+            )
+
+    def _relayed(
+        self, request: web.Request, upstream: Response, payload: bytes, prediction: str | None
+    ) -> web.Response:
         headers = CIMultiDict(_forwardable(upstream.headers))
+        if prediction is not None:
+            headers[PREDICTION_ID_HEADER] = prediction
         if request.method == "HEAD" and upstream.declared_length is not None:
             # No body follows a HEAD answer, but its Content-Length is the GET answer's.
             headers["Content-Length"] = str(upstream.declared_length)
@@ -453,6 +511,9 @@ class Proxy:
         response.headers.extend(_forwardable(upstream.headers))
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
+        self._identify(request, protocol, outcome, None)
+        if outcome.prediction is not None:
+            response.headers[PREDICTION_ID_HEADER] = outcome.prediction
         capture = self.handoff is not None and protocol not in ("other", "openai")
         kept: list[bytes] | None = [] if capture else None
         chunks = upstream.iter_chunks()
@@ -488,6 +549,15 @@ class Proxy:
         payload = b"".join(kept) if kept is not None else None
         outcome.exchange = self._capture(protocol, body, request, upstream, payload)
         return response
+
+
+def _answer_id(payload: bytes) -> object:
+    """The `id` an Open Inference Protocol answer echoes, if any."""
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    return document.get("id") if isinstance(document, dict) else None
 
 
 def _header(headers: list[tuple[str, str]], name: str) -> str | None:

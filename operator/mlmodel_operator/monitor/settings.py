@@ -8,7 +8,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mlmodel_operator.api import SIDECAR_METRICS_PORT, SIDECAR_PROXY_PORT, DriftSettings
+from mlmodel_operator.api import (
+    FEEDBACK_PORTS,
+    SIDECAR_METRICS_PORT,
+    SIDECAR_PROXY_PORT,
+    DriftSettings,
+)
 
 CONFIG_DIR = "/etc/mlmodel-monitor"
 CONFIG_FILE = "config.json"
@@ -16,7 +21,42 @@ CONFIG_FILE = "config.json"
 # ConfigMap is shared by the stable and the canary pods, so the version comes from the pod. Set
 # in the environment, even empty (a pod without the label), it overrides the configuration's.
 MODEL_VERSION_ENV = "MLMODEL_MONITOR_MODEL_VERSION"
-MAX_WORKERS = 64
+MAX_WORKERS = len(FEEDBACK_PORTS)
+# The pod's IP (the downward API's status.podIP): part of every prediction id, so that feedback
+# reaching another replica can be sent on to the one holding the prediction.
+POD_IP_ENV = "MLMODEL_MONITOR_POD_IP"
+# Proxy worker i takes feedback sent on by its peers on FEEDBACK_PORT_BASE + i: the connections of
+# the shared port go to any worker, and a prediction waits in the memory of the one that answered.
+FEEDBACK_PORT_BASE = FEEDBACK_PORTS.start
+# The mounted Secret with the payload sink's Authorization header (key `authorization`).
+PAYLOAD_AUTH_DIR = "/etc/mlmodel-monitor-sink"
+PAYLOAD_AUTH_KEY = "authorization"
+
+
+class GroundTruthSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: Literal["classification", "regression"]
+    output: str | None = None  # None: the first output (v2), `predictions` (v1)
+    ttl_seconds: int = Field(86_400, ge=1)
+    max_pending_bytes: int = Field(64 * 2**20, ge=1)
+    # The headless Service naming every pod of the model (all versions); feedback is sent on
+    # only to addresses it resolves to. None: every prediction is held by this pod.
+    peers_host: str | None = None
+    feedback_port_base: int = FEEDBACK_PORT_BASE
+
+
+class PayloadLoggingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    mode: Literal["all", "request", "response"] = "all"
+    sample_percent: float = Field(100.0, gt=0, le=100)
+    batch_size: int = Field(1, ge=1)
+    batch_interval_seconds: float = Field(1.0, gt=0)
+    # A file holding the Authorization header's value (a mounted Secret's key); None: none.
+    authorization_file: str | None = None
+    max_queued_bytes: int = Field(16 * 2**20, ge=1)
 
 
 class MonitorSettings(BaseModel):
@@ -39,6 +79,10 @@ class MonitorSettings(BaseModel):
     # CPU of the sidecar's request, at least one.
     workers: int = Field(1, ge=1, le=MAX_WORKERS)
     drift: DriftSettings | None = None  # None: drift detection inactive
+    ground_truth: GroundTruthSettings | None = None  # None: no feedback endpoint
+    payload_logging: PayloadLoggingSettings | None = None  # None: payloads not logged
+    namespace: str = ""  # the model's, carried by payload events
+    pod_ip: str = ""  # see POD_IP_ENV
     # Requests larger than this are refused with 413; one that declares a larger Content-Length
     # is refused before any of its body is read.
     max_body_bytes: int = 64 * 2**20
@@ -76,7 +120,14 @@ class MonitorSettings(BaseModel):
         settings = cls.model_validate_json(text)
         if MODEL_VERSION_ENV in environ:
             settings = settings.model_copy(update={"model_version": environ[MODEL_VERSION_ENV]})
+        if POD_IP_ENV in environ:
+            settings = settings.model_copy(update={"pod_ip": environ[POD_IP_ENV]})
         return settings
+
+    @property
+    def prediction_ids(self) -> bool:
+        """Whether inference answers carry a prediction id."""
+        return self.ground_truth is not None or self.payload_logging is not None
 
     @model_validator(mode="after")
     def _a_body_fits_the_buffer(self) -> MonitorSettings:

@@ -102,9 +102,9 @@ def _worker(settings: MonitorSettings, channels: list[Channel], index: int) -> C
             if other != index:
                 channel.close()
         if not channels:
-            return run_worker(settings, None, lambda: True)
+            return run_worker(settings, None, lambda: True, index)
         mine = channels[index]
-        return run_worker(settings, mine.writer(), mine.analyst_alive)
+        return run_worker(settings, mine.writer(), mine.analyst_alive, index)
 
     return run
 
