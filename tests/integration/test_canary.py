@@ -469,11 +469,13 @@ def test_a_canary_worse_on_labels_is_rolled_back_naming_its_accuracy(
         )
     analysis = rollout(obj)["lastAnalysis"]
     assert analysis["result"] == "Fail"
-    assert "accuracy 0.6" in analysis["message"] and "< min_accuracy 0.9" in analysis["message"]
-    assert "below the stable version's 1 " in analysis["message"]
+    # 40% of v2's labels say it was wrong; the window's edges move the figure a little.
     assert analysis["accuracy"] == pytest.approx(0.6, abs=0.1)
     assert analysis["stableAccuracy"] == 1.0 and analysis["labels"] >= 10
-    assert "accuracy 0.6" in condition(obj, "Ready")["message"]
+    named = f"accuracy {analysis['accuracy']:.3g} over "
+    assert named in analysis["message"] and "< min_accuracy 0.9" in analysis["message"]
+    assert "below the stable version's 1 " in analysis["message"]
+    assert named in condition(obj, "Ready")["message"]
     wait_canary_removed(models)
     assert deployment_version(models) == "v1"
 
