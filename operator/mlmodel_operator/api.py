@@ -577,70 +577,6 @@ class Storage(CRDModel):
 class RolloutStrategy(StrEnum):
     rolling = "rolling"
     canary = "canary"
-    shadow = "shadow"
-
-
-class ComparisonTask(StrEnum):
-    classification = "classification"
-    regression = "regression"
-    distance = "distance"
-
-
-class Comparison(CRDModel):
-    """How two answers to the same request are compared (shadow stages), and how a version's
-    predictions are read for their distribution (canary steps)."""
-
-    task: ComparisonTask = Field(
-        ComparisonTask.distance,
-        description="classification: the predicted classes differ (read as for "
-        "monitoring.ground_truth). regression: the relative difference of the predicted values, "
-        "|a - b| / max(|a|, |b|). distance: the relative L1 distance of all numbers in the "
-        "answers, sum|a - b| / (sum|a| + sum|b|), 1 when they differ in shape or kind.",
-    )
-    output: Annotated[str, Field(max_length=253)] | None = Field(
-        None, description="The output holding the prediction. Unset: the first output."
-    )
-    tolerance: StrictFloat = Field(
-        0.01,
-        ge=0,
-        le=1,
-        description="regression and distance: a difference above this counts as a disagreement.",
-    )
-
-
-class NextAfterShadow(StrEnum):
-    promote = "promote"
-    canary = "canary"
-
-
-class Shadow(CRDModel):
-    """The shadow stage: a new version receives a copy of live requests and its answers are
-    compared with the stable version's, never returned."""
-
-    percent: StrictFloat = Field(
-        100.0,
-        gt=0,
-        le=100,
-        description="Share of the stable version's requests mirrored to the shadow.",
-    )
-    replicas: StrictInt = Field(1, ge=1, le=100, description="Pods of the shadow version.")
-    next: NextAfterShadow = Field(
-        NextAfterShadow.promote,
-        description="After a passed shadow stage: promote, or go through the canary `steps`.",
-    )
-    max_concurrency: StrictInt = Field(
-        16,
-        ge=1,
-        le=1024,
-        description="Mirrored requests in flight at once, per sidecar worker; more are dropped "
-        "and counted.",
-    )
-    max_queued: Annotated[str, Field(max_length=32, pattern=MEMORY_PATTERN)] = Field(
-        "16Mi",
-        description="Request and answer bytes held for mirrored requests, per sidecar worker; "
-        "beyond it mirrored requests are dropped and counted. Added to the sidecar's memory "
-        "limit.",
-    )
 
 
 class RolloutAnalysis(CRDModel):
@@ -694,24 +630,6 @@ class RolloutAnalysis(CRDModel):
         le=1,
         description="How far the new version's accuracy may fall below the stable version's "
         "over the same window (0.02: two points); beyond it the step fails. Unset: not judged.",
-    )
-    max_prediction_divergence: StrictFloat | None = Field(
-        None,
-        ge=0,
-        le=1,
-        description="Shadow stage (paired, on the same requests): the share of compared rows on "
-        "which the new version disagrees with the stable one (classification), or their mean "
-        "difference (regression, distance). Canary steps (unpaired, comparison.task "
-        "classification or regression): the total variation distance between the two versions' "
-        "distributions of predictions in the window, counted only when a chi-square test of "
-        "homogeneity rejects it at p < 0.01. Above it the step fails. Unset: not judged.",
-    )
-    min_compared: StrictInt = Field(
-        100,
-        ge=1,
-        le=1_000_000_000,
-        description="Fewer compared rows (shadow) or predictions of either version (canary) in "
-        "the window make a divergence gate's step Inconclusive.",
     )
     min_labels: StrictInt = Field(
         100,
@@ -775,15 +693,6 @@ class Rollout(CRDModel):
     analysis: RolloutAnalysis = Field(
         default_factory=RolloutAnalysis,  # type: ignore[arg-type]
         description="How each step is judged.",
-    )
-    shadow: Shadow = Field(
-        default_factory=Shadow,  # type: ignore[arg-type]
-        description="The shadow stage, with strategy shadow.",
-    )
-    comparison: Comparison = Field(
-        default_factory=Comparison,  # type: ignore[arg-type]
-        description="How the new version's answers are compared with the stable version's "
-        "(analysis.max_prediction_divergence).",
     )
     gateway: GatewayParent | None = Field(
         None,
@@ -1103,33 +1012,6 @@ class MLModelDeploymentSpec(CRDModel):
             for gate in ("min_accuracy", "max_accuracy_drop")
         ),
         Rule(
-            cel="self.rollout.strategy != 'shadow' || "
-            "self.monitoring.performance_tracking == 'enabled'",
-            message="rollout.strategy shadow needs monitoring.performance_tracking enabled: the "
-            "stable version's sidecars mirror the requests and compare the answers",
-            holds=lambda s: (
-                s.rollout.strategy != RolloutStrategy.shadow
-                or s.monitoring.performance_tracking == PerformanceTracking.enabled
-            ),
-            field_path=".rollout.strategy",
-            reason="FieldValueInvalid",
-        ),
-        Rule(
-            cel="self.rollout.strategy != 'canary' || !has(self.rollout.analysis) || "
-            "!has(self.rollout.analysis.max_prediction_divergence) || "
-            "!has(self.rollout.comparison) || self.rollout.comparison.task != 'distance'",
-            message="rollout.analysis.max_prediction_divergence on canary steps compares "
-            "distributions of predictions: set rollout.comparison.task to classification or "
-            "regression",
-            holds=lambda s: (
-                s.rollout.strategy != RolloutStrategy.canary
-                or s.rollout.analysis.max_prediction_divergence is None
-                or s.rollout.comparison.task != ComparisonTask.distance
-            ),
-            field_path=".rollout.comparison.task",
-            reason="FieldValueInvalid",
-        ),
-        Rule(
             cel="self.rollout.strategy != 'canary' || "
             "self.monitoring.performance_tracking == 'enabled'",
             message="rollout.strategy canary needs monitoring.performance_tracking enabled: "
@@ -1273,12 +1155,6 @@ class AnalysisRecord(BaseModel):
     stable_accuracy: float | None = Field(
         None, alias="stableAccuracy", description="The stable version's accuracy, same window."
     )
-    compared: float | None = Field(
-        None, description="Rows (shadow) or predictions (canary) compared in the window."
-    )
-    divergence: float | None = Field(
-        None, description="How far the new version's predictions diverge from the stable one's."
-    )
     message: str = Field("", description="Why this result, with the stable version's figures.")
     time: str = Field(description="When it was judged (RFC 3339).")
 
@@ -1300,10 +1176,6 @@ class RolloutStatus(BaseModel):
     )
     canary_revision: str | None = Field(
         None, alias="canaryRevision", description="Pod-template hash of the canary."
-    )
-    stage: Literal["shadow", "canary"] | None = Field(
-        None,
-        description="shadow: the new version gets a copy of the traffic; canary: a share of it.",
     )
     step: int | None = Field(None, description="Current step, counted from 1.")
     weight: int | None = Field(None, description="Percent of traffic on the canary.")

@@ -24,8 +24,6 @@ from mlmodel_operator.monitor.settings import (
     GroundTruthSettings,
     MonitorSettings,
     PayloadLoggingSettings,
-    PredictionSettings,
-    ShadowSettings,
 )
 from mlmodel_operator.runtimes import Runtime
 
@@ -74,35 +72,6 @@ def ground_truth_settings(
     )
 
 
-def shadow_service_name(owner: Owner) -> str:
-    return f"{owner.name}-shadow"
-
-
-def shadow_settings(owner: Owner, spec: api.MLModelDeploymentSpec) -> ShadowSettings | None:
-    """With strategy shadow the stable pods' sidecars always know where a shadow would be: the
-    configuration (and so the pods) do not change when a shadow stage starts or ends."""
-    rollout = spec.rollout
-    if rollout.strategy != api.RolloutStrategy.shadow:
-        return None
-    return ShadowSettings(
-        url=f"http://{shadow_service_name(owner)}.{owner.namespace}.svc",
-        percent=rollout.shadow.percent,
-        task=rollout.comparison.task,
-        output=rollout.comparison.output,
-        tolerance=rollout.comparison.tolerance,
-        max_concurrency=rollout.shadow.max_concurrency,
-        max_queued_bytes=api.parse_memory(rollout.shadow.max_queued),
-    )
-
-
-def prediction_settings(spec: api.MLModelDeploymentSpec) -> PredictionSettings | None:
-    rollout = spec.rollout
-    task = rollout.comparison.task
-    if rollout.analysis.max_prediction_divergence is None or task == api.ComparisonTask.distance:
-        return None
-    return PredictionSettings(task=task, output=rollout.comparison.output)
-
-
 def payload_logging_settings(logging: api.PayloadLogging | None) -> PayloadLoggingSettings | None:
     if logging is None:
         return None
@@ -133,8 +102,6 @@ def monitor_settings(
         workers=sidecar_workers(monitoring.sidecar_cpu),
         ground_truth=ground_truth_settings(owner, monitoring.ground_truth),
         payload_logging=payload_logging_settings(monitoring.payload_logging),
-        shadow=shadow_settings(owner, spec),
-        predictions=prediction_settings(spec),
         namespace=owner.namespace,
     )
 
@@ -178,8 +145,6 @@ def sidecar_memory_limit_mi(settings: MonitorSettings) -> int:
         per_worker += settings.ground_truth.max_pending_bytes
     if settings.payload_logging is not None:
         per_worker += settings.payload_logging.max_queued_bytes
-    if settings.shadow is not None:
-        per_worker += settings.shadow.max_queued_bytes
     extra_mi = -(-per_worker * settings.workers // 2**20)
     return MEMORY_LIMIT_MI + MEMORY_PER_EXTRA_WORKER_MI * (settings.workers - 1) + extra_mi
 

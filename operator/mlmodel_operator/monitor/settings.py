@@ -59,31 +59,6 @@ class PayloadLoggingSettings(BaseModel):
     max_queued_bytes: int = Field(16 * 2**20, ge=1)
 
 
-class ShadowSettings(BaseModel):
-    """Mirroring to a shadow version and comparing its answers (rollout.strategy shadow)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # The shadow's Service; while it does not resolve there is no shadow, and nothing is sent.
-    url: str
-    percent: float = Field(100.0, gt=0, le=100)
-    task: Literal["classification", "regression", "distance"] = "distance"
-    output: str | None = None
-    tolerance: float = Field(0.01, ge=0, le=1)
-    max_concurrency: int = Field(16, ge=1)
-    max_queued_bytes: int = Field(16 * 2**20, ge=1)
-    timeout_seconds: float = Field(30.0, gt=0)
-
-
-class PredictionSettings(BaseModel):
-    """Counting the distribution of this version's predictions (the unpaired divergence gate)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    task: Literal["classification", "regression"]
-    output: str | None = None
-
-
 class MonitorSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -106,8 +81,6 @@ class MonitorSettings(BaseModel):
     drift: DriftSettings | None = None  # None: drift detection inactive
     ground_truth: GroundTruthSettings | None = None  # None: no feedback endpoint
     payload_logging: PayloadLoggingSettings | None = None  # None: payloads not logged
-    shadow: ShadowSettings | None = None  # None: nothing mirrored
-    predictions: PredictionSettings | None = None  # None: their distribution is not counted
     namespace: str = ""  # the model's, carried by payload events
     pod_ip: str = ""  # see POD_IP_ENV
     # Requests larger than this are refused with 413; one that declares a larger Content-Length
