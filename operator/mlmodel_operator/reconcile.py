@@ -139,6 +139,8 @@ def reconcile_once(ctx: Context, namespace: str, name: str) -> Outcome:
     """Bring one MLModelDeployment's children and status up to date."""
     body = ctx.cache.model(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
+        if ctx.delivery is not None:
+            ctx.delivery.forget(namespace, name)
         return Outcome("gone")  # the garbage collector removes the children
     owner = Owner.from_body(body)
     previous = body.get("status") or {}

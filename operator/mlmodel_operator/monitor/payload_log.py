@@ -71,26 +71,30 @@ class Copy:
         cap: int,
         keep: bool,
         prediction: str,
-        request: web.BaseRequest,
+        endpoint: str,
+        request_type: str | None,
         response_type: str | None,
     ) -> None:
         self.hold, self.cap, self.keep = hold, cap, keep
         self.prediction = prediction
-        self.endpoint = request.path
-        self.request_type = request.headers.get("Content-Type")
+        self.endpoint = endpoint
+        self.request_type = request_type
         self.response_type = response_type
         self.answered_at = time.time()
         self.chunks: list[bytes] = []
         self.kept = self.size = 0
-        self.starved = False  # no room in the budget: the exchange's events are dropped
+        # Why the exchange's events are dropped (queue_full: no room left in the budget,
+        # too_large: more than the whole budget), or None.
+        self.dropped: str | None = None
 
     def add(self, chunk: bytes) -> None:
         self.size += len(chunk)
-        if not self.keep or self.starved or self.kept >= self.cap:
+        if not self.keep or self.dropped or self.kept >= self.cap:
             return
         part = chunk if self.kept + len(chunk) <= self.cap else chunk[: self.cap - self.kept]
         if not self.hold.try_take(len(part)):
-            self.starved = True
+            whole = self.hold.size + len(part) > self.hold.budget.capacity
+            self.dropped = "too_large" if whole else "queue_full"
             self.chunks = []
             self.hold.release()
             return
@@ -141,7 +145,8 @@ class PayloadLog:
             self.settings.max_capture_bytes,
             "response" in self.kinds,
             prediction,
-            request,
+            request.path,
+            request.headers.get("Content-Type"),
             _content_type(headers),
         )
         if payload is not None:
@@ -159,8 +164,8 @@ class PayloadLog:
 
     def _log(self, copy: Copy, body: bytes | bytearray, status: int) -> None:
         count = len(self.kinds)
-        if copy.starved:
-            self._drop("queue_full", count)
+        if copy.dropped:
+            self._drop(copy.dropped, count)
             return
         cap = self.settings.max_capture_bytes
         request = Body(
@@ -238,6 +243,9 @@ class PayloadLog:
         else:
             headers = {"Content-Type": BATCH_CONTENT_TYPE}
             body = encode_batch([item.body for item in batch])
+            # The joined body takes the events' place (and their bytes in the budget): the
+            # memory held stays what the budget counts while the batch is retried.
+            batch[:] = [Queued(b"", None, item.size, item.queued_at) for item in batch]
         for attempt in range(MAX_ATTEMPTS):
             retry_after = None
             try:

@@ -34,6 +34,7 @@ from mlmodel_operator.monitor.payload_events import (
     make_events,
     sampled,
 )
+from mlmodel_operator.monitor.payload_log import Copy
 from mlmodel_operator.monitor.payload_queue import EventQueue, batch_wait
 
 ORIGIN = Origin("iris", "v2", "team-a")
@@ -261,3 +262,36 @@ def test_the_authorization_is_read_again_when_its_file_changes(tmp_path) -> None
     replaced.replace(path)  # as the kubelet swaps a Secret's files
     assert auth.value() == "Bearer two-longer"
     assert Authorization(None).value() is None
+
+
+# --- the copy of an answer ------------------------------------------------------------------------
+
+
+def copy_of(budget: ByteBudget, cap: int) -> Copy:
+    return Copy(budget.hold(), cap, True, "p.1", "/v2/models/iris/infer", None, "text/plain")
+
+
+def test_a_copy_keeps_up_to_its_cap_and_counts_the_whole_length() -> None:
+    budget = ByteBudget(1000)
+    copy = copy_of(budget, cap=10)
+    for chunk in (b"abcd", b"efgh", b"ijkl", b"mnop"):
+        copy.add(chunk)
+    answer = copy.answer()
+    assert (answer.data, answer.size, answer.truncated) == (b"abcdefghij", 16, True)
+    assert budget.used == 10 and copy.dropped is None
+    copy.hold.release()
+    assert budget.used == 0
+
+
+def test_a_copy_without_room_is_dropped_and_says_why() -> None:
+    budget = ByteBudget(10)
+    other = budget.hold()
+    assert other.try_take(8)
+    full = copy_of(budget, cap=100)
+    full.add(b"abcd")
+    assert full.dropped == "queue_full" and budget.used == 8
+    other.release()
+    huge = copy_of(budget, cap=100)
+    huge.add(b"a" * 6)
+    huge.add(b"b" * 6)
+    assert huge.dropped == "too_large" and budget.used == 0
