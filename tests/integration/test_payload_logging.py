@@ -176,6 +176,19 @@ def test_a_sampled_share_of_predictions_each_logged_whole_or_not_at_all(
             server.close()
 
 
+def test_mode_request_logs_requests_only(tmp: Path, model_port: int) -> None:
+    rng = np.random.default_rng(5)
+    with Sink() as sink:
+        logging = {"url": sink.url, "mode": "request", "batch_size": 1}
+        server, config = logging_sidecar(tmp, model_port, "requests-only", logging)
+        try:
+            ids = [infer(config["listen_port"], f"r-{i}", flowers(rng, 1))[1] for i in range(3)]
+            wait_until(lambda: sent(config) >= 3, what="3 events sent", timeout=30)
+            assert sorted(e["id"] for e in sink.events()) == sorted(f"{i}-request" for i in ids)
+        finally:
+            server.close()
+
+
 # --- streams --------------------------------------------------------------------------------------
 
 
