@@ -106,7 +106,9 @@ class Point:
         return 1 - self.dropped / max(self.load.served, 1)
 
 
-def start_sidecar(tmp: Path, name: str, upstream: int, workers: int, drift: bool) -> tuple:
+def start_sidecar(
+    tmp: Path, name: str, upstream: int, workers: int, drift: bool, **extra: object
+) -> tuple:
     port, metrics_port = free_port(), free_port()
     config = {
         "model_name": "bench",
@@ -116,6 +118,7 @@ def start_sidecar(tmp: Path, name: str, upstream: int, workers: int, drift: bool
         "metrics_port": metrics_port,
         "workers": workers,
         "drift": {"window_size": 1000, "check_interval_seconds": 10} if drift else None,
+        **extra,
     }
     path = tmp / f"{name}.json"
     path.write_text(json.dumps(config))

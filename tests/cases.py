@@ -344,6 +344,56 @@ BAD_MANIFESTS: list[tuple[str, dict[str, Any], str]] = [
         ),
         "spec.autoscaling.min_replicas",
     ),
+    (
+        "accuracy-gate-without-ground-truth",
+        manifest(model_type="sklearn", rollout={"analysis": {"min_accuracy": 0.9}}),
+        "spec.rollout.analysis.min_accuracy",
+    ),
+    (
+        "accuracy-drop-on-regression",
+        manifest(
+            model_type="sklearn",
+            monitoring={"ground_truth": {"task": "regression"}},
+            rollout={"analysis": {"max_accuracy_drop": 0.05}},
+        ),
+        "spec.rollout.analysis.max_accuracy_drop",
+    ),
+    (
+        "ground-truth-unknown-task",
+        manifest(model_type="sklearn", monitoring={"ground_truth": {"task": "ranking"}}),
+        "spec.monitoring.ground_truth.task",
+    ),
+    (
+        "ground-truth-ttl-too-short",
+        manifest(
+            model_type="sklearn",
+            monitoring={"ground_truth": {"task": "regression", "ttl_seconds": 5}},
+        ),
+        "spec.monitoring.ground_truth.ttl_seconds",
+    ),
+    (
+        "custom-port-on-a-feedback-port",
+        manifest(
+            model_type="custom",
+            image="r/x:1",
+            port=9205,
+            monitoring={"ground_truth": {"task": "classification"}},
+        ),
+        "spec.port",
+    ),
+    (
+        "payload-sink-not-a-url",
+        manifest(model_type="sklearn", monitoring={"payload_logging": {"url": "sink:80"}}),
+        "spec.monitoring.payload_logging.url",
+    ),
+    (
+        "payload-sample-zero",
+        manifest(
+            model_type="sklearn",
+            monitoring={"payload_logging": {"url": "http://s", "sample_percent": 0}},
+        ),
+        "spec.monitoring.payload_logging.sample_percent",
+    ),
 ]
 
 # Every Unicode White_Space character, which no URI or image reference may hold; the fuzz that

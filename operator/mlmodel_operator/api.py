@@ -329,6 +329,13 @@ class AlertThresholds(CRDModel):
     error_ratio: StrictFloat = Field(
         0.05, gt=0, le=1, description="Alert when this share of requests fails (5xx) for 10m."
     )
+    min_accuracy: StrictFloat = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="With monitoring.ground_truth task classification: alert when a version's "
+        "accuracy over the labels of the last hour (at least 100) stays below this for 30m.",
+    )
 
 
 class GroundTruthTask(StrEnum):

@@ -134,3 +134,66 @@ def test_drift_and_error_alerts_fire_on_matching_series(rules_file: Path, tmp_pa
     path.write_text(yaml.safe_dump(tests))
     result = promtool("test", "rules", str(path))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_accuracy_alert_fires_per_version_only_on_enough_labels(tmp_path: Path) -> None:
+    spec = api.MLModelDeploymentSpec.model_validate(
+        {
+            "model_type": "sklearn",
+            "monitoring": {
+                "ground_truth": {"task": "classification"},
+                "alerts": {"min_accuracy": 0.8},
+            },
+        }
+    )
+    rules = tmp_path / "rules.yml"
+    rules.write_text(
+        yaml.safe_dump({"groups": build_prometheus_rule(OWNER, spec)["spec"]["groups"]})
+    )
+    checked = promtool("check", "rules", str(rules))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    def series(name: str, version: str, values: str) -> dict[str, str]:
+        return {"series": f'{name}{{{SERIES},version="{version}"}}', "values": values}
+
+    labelled, correct = "mlmodel_labelled_predictions_total", "mlmodel_correct_predictions_total"
+    tests = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    # v2: 10 labels a minute, 7 right (70%); v1: 10 a minute, 9 right (90%);
+                    # v3: always wrong, but only one label a minute (60 an hour, under 100).
+                    series(labelled, "v2", "0+10x150"),
+                    series(correct, "v2", "0+7x150"),
+                    series(labelled, "v1", "0+10x150"),
+                    series(correct, "v1", "0+9x150"),
+                    series(labelled, "v3", "0+1x150"),
+                    series(correct, "v3", "0x150"),
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "20m", "alertname": "MLModelLowAccuracy", "exp_alerts": []},
+                    {
+                        "eval_time": "120m",
+                        "alertname": "MLModelLowAccuracy",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning", "version": "v2"},
+                                "exp_annotations": {
+                                    "summary": "Accuracy of model risk/fraud version v2 below 0.8",
+                                    "description": "Share of the last hour's labelled "
+                                    "predictions that were right: 70%.",
+                                },
+                            }
+                        ],
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "tests.yml"
+    path.write_text(yaml.safe_dump(tests))
+    result = promtool("test", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr

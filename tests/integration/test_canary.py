@@ -7,7 +7,11 @@ traffic."""
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
+import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ from kubernetes import client
 
 from kube_helpers import TestCluster, installed_crds, open_crd, wait_until
 from model_helpers import Models, condition
-from prometheus_procs import ModelVersion, Prometheus, model_version, prometheus
+from prometheus_procs import ModelVersion, Prometheus, infer_body, model_version, prometheus
 
 pytestmark = pytest.mark.integration
 
@@ -395,3 +399,97 @@ def test_beside_an_autoscaler_the_canary_is_added_and_the_stable_count_left_to_i
         if "f:replicas" in (entry.fields_v1 or {}).get("f:spec", {})
     }
     assert "mlmodel-operator" not in owners, owners
+
+
+# --- the accuracy gate ----------------------------------------------------------------------------
+
+
+class LabelledTraffic(Traffic):
+    """Predictions through each version's sidecar, each followed by its truth sent to
+    /feedback: the echo server's class is always "0" (argmax of the row), and the truth says 0
+    except for the share `wrong` of a version's predictions, spread evenly."""
+
+    def __init__(self, *versions: tuple[ModelVersion, float]) -> None:
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._label, args=(v, wrong), daemon=True)
+            for v, wrong in versions
+        ]
+
+    def _label(self, version: ModelVersion, wrong: float) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", version.proxy_port, timeout=30)
+        sent = 0
+        while not self._stop.is_set():
+            conn.request("POST", f"/v2/models/{NAME}/infer", infer_body(f"r{sent}"),
+                         {"Content-Type": "application/json"})  # fmt: skip
+            response = conn.getresponse()
+            response.read()
+            truth = 1 if math.floor((sent + 1) * wrong) > math.floor(sent * wrong) else 0
+            body = json.dumps({"id": response.getheader("x-prediction-id"), "truth": truth})
+            conn.request("POST", f"/v2/models/{NAME}/feedback", body,
+                         {"Content-Type": "application/json"})  # fmt: skip
+            conn.getresponse().read()
+            sent += 1
+            time.sleep(0.1)
+        conn.close()
+
+
+def truth_sidecars(prom: Prometheus, tmp_path: Path, namespace: str) -> Any:
+    stack = contextlib.ExitStack()
+    versions = []
+    for version, base in (("v1", 9300), ("v2", 9310)):
+        sidecar = {"ground_truth": {"task": "classification", "feedback_port_base": base}}
+        versions.append(
+            stack.enter_context(
+                model_version(
+                    prom, tmp_path, version, namespace=namespace, model=NAME, sidecar=sidecar
+                )
+            )
+        )
+    return stack, *versions
+
+
+def accuracy_manifest(version: str, **analysis: Any) -> dict[str, Any]:
+    body = manifest(version)
+    body["spec"]["monitoring"] = {"ground_truth": {"task": "classification"}}
+    body["spec"]["rollout"]["analysis"].update(analysis)
+    return body
+
+
+def test_a_canary_worse_on_labels_is_rolled_back_naming_its_accuracy(
+    models: Models, prom: Prometheus, tmp_path: Path, namespace: str
+) -> None:
+    models.create(accuracy_manifest("v1", min_accuracy=0.9, max_accuracy_drop=0.05, min_labels=10))
+    models.wait_ready(NAME)
+    stack, v1, v2 = truth_sidecars(prom, tmp_path, namespace)
+    with stack, Traffic(v1, v2), LabelledTraffic((v1, 0.0), (v2, 0.4)):
+        models.patch_spec({"model_version": "v2"}, NAME)
+        obj = wait_rollout(
+            models, lambda o: rollout(o).get("phase") == "RolledBack", "a rollback", timeout=120
+        )
+    analysis = rollout(obj)["lastAnalysis"]
+    assert analysis["result"] == "Fail"
+    # 40% of v2's labels say it was wrong; the window's edges move the figure a little.
+    assert analysis["accuracy"] == pytest.approx(0.6, abs=0.1)
+    assert analysis["stableAccuracy"] == 1.0 and analysis["labels"] >= 10
+    named = f"accuracy {analysis['accuracy']:.3g} over "
+    assert named in analysis["message"] and "< min_accuracy 0.9" in analysis["message"]
+    assert "below the stable version's 1 " in analysis["message"]
+    assert named in condition(obj, "Ready")["message"]
+    wait_canary_removed(models)
+    assert deployment_version(models) == "v1"
+
+
+def test_too_few_labels_pause_an_accuracy_gated_canary(
+    models: Models, prom: Prometheus, tmp_path: Path, namespace: str
+) -> None:
+    models.create(accuracy_manifest("v1", min_accuracy=0.9, min_labels=1_000_000))
+    models.wait_ready(NAME)
+    stack, v1, v2 = truth_sidecars(prom, tmp_path, namespace)
+    with stack, Traffic(v1, v2), LabelledTraffic((v1, 0.0), (v2, 0.0)):
+        models.patch_spec({"model_version": "v2"}, NAME)
+        obj = judged_twice_paused(models)
+    state = rollout(obj)
+    assert state["lastAnalysis"]["result"] == "Inconclusive"
+    assert "fewer than min_labels 1000000" in state["lastAnalysis"]["message"]
+    assert canary_exists(models) and deployment_version(models) == "v1"

@@ -115,15 +115,27 @@ def test_every_panel_query_returns_series_from_real_processes(
                     namespace=namespace,
                     model=MODEL,
                     upstream_port=upstream,
-                    sidecar=sidecar,
+                    sidecar={
+                        **sidecar,
+                        "ground_truth": {"task": "classification", "feedback_port_base": base},
+                    },
                 )
             )
-            for v in ("v1", "v2")
+            for v, base in (("v1", free_port()), ("v2", free_port()))
         }
         for served in versions.values():
             for _ in range(4):  # like the reference
-                status, _, _ = post(served.proxy_port, path, v2_body(flowers(rng, 50)))
+                status, headers, body = post(served.proxy_port, path, v2_body(flowers(rng, 50)))
                 assert status == 200
+                # The truth of each prediction: right, but for v2's first row.
+                truth = json.loads(body)["outputs"][0]["data"]
+                if served.version == "v2":
+                    truth[0] = (truth[0] + 1) % 3
+                feedback = json.dumps({"id": headers["x-prediction-id"], "truth": truth})
+                status, _, answer = post(
+                    served.proxy_port, f"/v2/models/{MODEL}/feedback", feedback.encode()
+                )
+                assert status == 200 and json.loads(answer)["matched"] == 1, answer
         # A body over the sidecar's capture limit (4 MiB) passes through, left out of drift and
         # counted as dropped: the drop panel has a reason to show.
         status, _, _ = post(versions["v1"].proxy_port, path, v2_body(flowers(rng, 60_000)))
@@ -155,6 +167,10 @@ def test_every_panel_query_returns_series_from_real_processes(
             prom, as_grafana_sends(dict(queries)["Features held drifted (A)"], namespace)
         )
         assert any(s["metric"].get("feature") == "x[2]" and s["value"][1] == "1" for s in drifted)
+        title = "Accuracy per version (labels of the last hour) (A)"
+        accuracy = accepted(prom, as_grafana_sends(dict(queries)[title], namespace))
+        by_version = {s["metric"]["version"]: float(s["value"][1]) for s in accuracy}
+        assert by_version == {"v1": 1.0, "v2": pytest.approx(1 - 4 / 200)}
 
 
 def test_the_query_parameters_grafana_sends_are_all_filled_in() -> None:

@@ -268,3 +268,67 @@ def test_streaming_queries_read_the_sidecars_histograms() -> None:
         "sum(increase(mlmodel_llm_inter_token_latency_seconds_count"
         '{namespace="ns",model="m",version="v2"}[60s]))'
     )
+
+
+# --- accuracy gates -------------------------------------------------------------------------------
+
+ACCURACY = ANALYSIS.model_copy(
+    update={"min_accuracy": 0.9, "max_accuracy_drop": 0.05, "min_labels": 50}
+)
+
+
+def labelled(labels: float, correct: float, version: str = "v2") -> WindowMetrics:
+    return WindowMetrics(200, 0, 0.05, None, version, labels=(labels, correct))
+
+
+def test_accuracy_queries_count_labels_that_arrived_in_the_window() -> None:
+    match = 'namespace="risk",model="fraud",version="v2"'
+    assert queries.labelled("risk", "fraud", "v2", 300) == (
+        f"sum(increase(mlmodel_labelled_predictions_total{{{match}}}[300s]))"
+    )
+    assert queries.correct("risk", "fraud", "v2", 300) == (
+        f"sum(increase(mlmodel_correct_predictions_total{{{match}}}[300s]))"
+    )
+
+
+def test_too_few_labels_make_an_accuracy_step_inconclusive() -> None:
+    verdict = judge(labelled(49, 49), ACCURACY, labelled(500, 480, "v1"))
+    assert verdict.result == INCONCLUSIVE
+    assert "49 labelled predictions of v2" in verdict.message
+    assert "min_labels 50" in verdict.message
+    few_stable = judge(labelled(100, 95), ACCURACY, labelled(10, 10, "v1"))
+    assert few_stable.result == INCONCLUSIVE
+    assert "of the stable version" in few_stable.message
+    assert judge(labelled(100, 95), ACCURACY, None).result == INCONCLUSIVE
+
+
+def test_an_accuracy_below_the_floor_or_too_far_below_stable_fails_naming_the_figures() -> None:
+    low = judge(labelled(200, 160), ACCURACY, labelled(200, 196, "v1"))
+    assert low.result == FAIL
+    assert "accuracy 0.8 over 200 labelled predictions < min_accuracy 0.9" in low.message
+    assert "0.18 below the stable version's 0.98" in low.message
+    record = low.record("2026-12-05T00:00:00Z")
+    assert (record.accuracy, record.labels, record.stable_accuracy) == (0.8, 200, 0.98)
+    dropped = judge(
+        labelled(200, 184), ACCURACY.model_copy(update={"min_accuracy": None}), labelled(200, 198)
+    )
+    assert dropped.result == FAIL and "> max_accuracy_drop 0.05" in dropped.message
+
+
+def test_an_accurate_new_version_passes() -> None:
+    verdict = judge(labelled(200, 194), ACCURACY, labelled(200, 190, "v1"))
+    assert verdict.result == PASS
+    assert "accuracy 0.97 over 200 labelled predictions >= min_accuracy 0.9" in verdict.message
+    assert "0.02 above the stable version's 0.95" in verdict.message
+
+
+def test_accuracy_gates_need_classification_ground_truth() -> None:
+    base = {"model_type": "sklearn", "model_uri": "s3://b/m", "rollout": {"strategy": "canary"}}
+    gated = {**base, "rollout": {"strategy": "canary", "analysis": {"min_accuracy": 0.9}}}
+    with pytest.raises(ValueError, match=r"min_accuracy needs monitoring\.ground_truth"):
+        api.MLModelDeploymentSpec.model_validate(gated)
+    regression = {**gated, "monitoring": {"ground_truth": {"task": "regression"}}}
+    with pytest.raises(ValueError, match="task classification"):
+        api.MLModelDeploymentSpec.model_validate(regression)
+    ok = {**gated, "monitoring": {"ground_truth": {"task": "classification"}}}
+    assert api.MLModelDeploymentSpec.model_validate(ok).rollout.analysis.min_accuracy == 0.9

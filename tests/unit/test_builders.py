@@ -598,3 +598,62 @@ def test_the_llm_sidecar_reads_openai_and_adds_vllms_metrics() -> None:
     assert settings["upstream_ready_path"] == "/v1/models"
     assert settings["upstream_metrics_path"] == "/metrics"
     assert settings["upstream"] == "http://127.0.0.1:8000"
+
+
+def test_ground_truth_and_payload_logging_shape_the_sidecar_and_its_peers() -> None:
+    s = spec(
+        model_type="sklearn",
+        monitoring={
+            "sidecar_cpu": "2",
+            "ground_truth": {"task": "classification", "max_pending": "32Mi"},
+            "payload_logging": {
+                "url": "http://sink.logs.svc/events",
+                "secret_name": "sink-token",
+                "max_queued": "8Mi",
+            },
+        },
+    )
+    settings = BuildSettings(
+        runtimes=dict(DEFAULT_RUNTIMES), monitor_image="monitor:1", network_policy=NETWORK_POLICY
+    )
+    built = {
+        (o["kind"], o["metadata"]["name"]): o for o in build_children(OWNER, s, settings).apply
+    }
+    config = json.loads(built[("ConfigMap", "m-monitor")]["data"]["config.json"])
+    assert config["ground_truth"]["peers_host"] == "m-peers.ns.svc"
+    assert config["ground_truth"]["max_pending_bytes"] == 32 * 2**20
+    assert (
+        config["payload_logging"]["authorization_file"] == "/etc/mlmodel-monitor-sink/authorization"
+    )
+    assert config["namespace"] == "ns"
+    peers = built[("Service", "m-peers")]["spec"]
+    assert peers["clusterIP"] == "None" and peers["publishNotReadyAddresses"] is True
+    pod = built[("Deployment", "m")]["spec"]["template"]["spec"]
+    sidecar = next(c for c in pod["containers"] if c["name"] == "monitor")
+    assert {
+        "name": "MLMODEL_MONITOR_POD_IP",
+        "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+    } in sidecar["env"]
+    assert [p["containerPort"] for p in sidecar["ports"] if p["name"].startswith("feedback")] == [
+        9200,
+        9201,
+    ]
+    # Two workers: 256 + 160 MiB, and each worker's 32 MiB of predictions and 8 MiB of events.
+    assert sidecar["resources"]["limits"]["memory"] == f"{256 + 160 + 2 * 40}Mi"
+    secret = next(v for v in pod["volumes"] if v["name"] == "monitor-sink-auth")
+    assert secret["secret"]["secretName"] == "sink-token"
+    policy = built[("NetworkPolicy", "m")]["spec"]["ingress"]
+    peer_rule = next(r for r in policy if r["ports"][0]["port"] == 9200)
+    assert peer_rule["ports"][0]["endPort"] == 9201
+    assert peer_rule["from"] == [{"podSelector": {"matchLabels": pod_selector(built)}}]
+
+
+def pod_selector(built: dict) -> dict[str, str]:
+    return built[("Deployment", "m")]["spec"]["selector"]["matchLabels"]
+
+
+def test_a_custom_port_must_leave_the_feedback_ports_free() -> None:
+    fields = {"model_type": "custom", "image": "x:1", "port": 9201}
+    assert spec(**fields).port == 9201
+    with pytest.raises(ValueError, match="9200-9263"):
+        spec(**fields, monitoring={"ground_truth": {"task": "regression"}})

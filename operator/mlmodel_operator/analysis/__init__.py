@@ -49,15 +49,20 @@ def analyse(
         analysis.max_p99_time_to_first_token_seconds is not None
         or analysis.max_p99_inter_token_latency_seconds is not None
     )
+    accuracy = analysis.min_accuracy is not None or analysis.max_accuracy_drop is not None
     try:
         try:
-            canary = measure(url, namespace, model, canary_version, window, at, llm=llm)
+            canary = measure(
+                url, namespace, model, canary_version, window, at, llm=llm, accuracy=accuracy
+            )
         except MetricsUnavailable as err:
             return inconclusive(str(err))
         stable = None
         if stable_version is not None:
             try:
-                stable = measure(url, namespace, model, stable_version, window, at, llm=llm)
+                stable = measure(
+                    url, namespace, model, stable_version, window, at, llm=llm, accuracy=accuracy
+                )
             except MetricsUnavailable as err:
                 log.info("stable version's figures left out: %s", err)
         return judge(canary, analysis, stable)

@@ -43,10 +43,11 @@ def measure(
     at: float,
     timeout: float = 10.0,
     llm: bool = False,
+    accuracy: bool = False,
 ) -> WindowMetrics:
     """One version's figures over the `window_seconds` before `at` (Unix time), all the
     queries within `timeout` seconds in all; with `llm`, its streams' TTFT and inter-token
-    latency too."""
+    latency too; with `accuracy`, its labelled and correct predictions."""
     deadline = time.monotonic() + timeout
     args = (namespace, model, version, window_seconds)
     with requests.Session() as session:
@@ -67,6 +68,9 @@ def measure(
                 count,
                 p99_of if p99_of is not None and math.isfinite(p99_of) else None,
             )
+        labels = None
+        if accuracy:
+            labels = (query(queries.labelled(*args)) or 0.0, query(queries.correct(*args)) or 0.0)
     return WindowMetrics(
         requests=total,
         errors=errors,
@@ -75,6 +79,7 @@ def measure(
         version=version,
         time_to_first_token=streams.get(queries.TTFT_METRIC),
         inter_token_latency=streams.get(queries.ITL_METRIC),
+        labels=labels,
     )
 
 

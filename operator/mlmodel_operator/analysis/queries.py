@@ -16,6 +16,8 @@ LATENCY_BUCKETS_METRIC = "mlmodel_request_duration_seconds_bucket"
 DRIFT_METRIC = "mlmodel_drift_detected"
 TTFT_METRIC = "mlmodel_llm_time_to_first_token_seconds"
 ITL_METRIC = "mlmodel_llm_inter_token_latency_seconds"
+LABELLED_METRIC = "mlmodel_labelled_predictions_total"
+CORRECT_METRIC = "mlmodel_correct_predictions_total"
 ERROR_CLASS = "5xx"
 
 # Inside a double-quoted PromQL string (Go's escapes): a backslash or a quote would end or bend
@@ -79,6 +81,19 @@ def drift(namespace: str, model: str, version: str, window_seconds: int) -> str:
     when none exports the gauge (drift detection inactive)."""
     match = selector(namespace, model, version)
     return f"max(max_over_time({DRIFT_METRIC}{match}[{window_seconds}s]))"
+
+
+def labelled(namespace: str, model: str, version: str, window_seconds: int) -> str:
+    """The version's predictions whose truth arrived in the window (monitoring.ground_truth);
+    no result when its sidecars take no feedback."""
+    match = selector(namespace, model, version)
+    return f"sum(increase({LABELLED_METRIC}{match}[{window_seconds}s]))"
+
+
+def correct(namespace: str, model: str, version: str, window_seconds: int) -> str:
+    """Those whose predicted class was the truth."""
+    match = selector(namespace, model, version)
+    return f"sum(increase({CORRECT_METRIC}{match}[{window_seconds}s]))"
 
 
 # --- payload logging: every version of a model ----------------------------------------------------

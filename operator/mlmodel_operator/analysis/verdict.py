@@ -26,6 +26,14 @@ class WindowMetrics:
     # (observations, p99 seconds or None) of the streamed answers; None: not measured.
     time_to_first_token: tuple[float, float | None] | None = None
     inter_token_latency: tuple[float, float | None] | None = None
+    # (labelled, correct) predictions whose truth arrived in the window; None: not measured.
+    labels: tuple[float, float] | None = None
+
+    @property
+    def accuracy(self) -> float | None:
+        if self.labels is None or self.labels[0] <= 0:
+            return None
+        return min(1.0, self.labels[1] / self.labels[0])
 
     @property
     def error_ratio(self) -> float | None:
@@ -40,6 +48,7 @@ class Verdict:
     result: api.AnalysisResult
     message: str  # names the metric, its value and the threshold on Fail; why on Inconclusive
     canary: WindowMetrics | None = None
+    stable: WindowMetrics | None = None
 
     def record(self, time: str) -> api.AnalysisRecord:
         """The status record of this verdict, judged at `time` (RFC 3339)."""
@@ -52,6 +61,9 @@ class Verdict:
             drift=canary.drift if canary else None,
             p99_time_to_first_token_seconds=_p99(canary.time_to_first_token) if canary else None,
             p99_inter_token_latency_seconds=_p99(canary.inter_token_latency) if canary else None,
+            accuracy=canary.accuracy if canary else None,
+            labels=canary.labels[0] if canary and canary.labels else None,
+            stable_accuracy=self.stable.accuracy if self.stable else None,
             message=self.message,
             time=time,
         )
@@ -96,6 +108,9 @@ def judge(
                 f"generated text): {field} cannot be judged{context}",
                 canary,
             )
+    accuracy = _judge_accuracy(canary, analysis, stable)
+    if isinstance(accuracy, str):
+        return Verdict(api.AnalysisResult.Inconclusive, f"{accuracy}{context}", canary, stable)
     ratio, p99 = canary.error_ratio, canary.p99_latency_seconds
     broken = []
     if ratio is not None and ratio > analysis.max_error_ratio:
@@ -110,8 +125,11 @@ def judge(
             broken.append(f"p99 {label} {_num(stream_p99)}s > {field} {threshold:g}")
     if analysis.fail_on_drift and canary.drift is True:
         broken.append("drift detected (fail_on_drift)")
+    broken += accuracy.broken
     if broken:
-        return Verdict(api.AnalysisResult.Fail, f"{'; '.join(broken)} {over}{context}", canary)
+        return Verdict(
+            api.AnalysisResult.Fail, f"{'; '.join(broken)} {over}{context}", canary, stable
+        )
     held = [
         f"error ratio {_num(ratio or 0.0)} <= {analysis.max_error_ratio:g}",
         f"p99 latency {_num(p99)}s <= {analysis.max_p99_latency_seconds:g}"
@@ -121,7 +139,59 @@ def judge(
     held += [f"p99 {label} {_num(p)}s <= {t:g}" for label, _f, t, p in streams if p is not None]
     if canary.drift is not None:
         held.append("drift detected, fail_on_drift off" if canary.drift else "no drift")
-    return Verdict(api.AnalysisResult.Pass, f"{', '.join(held)} {over}{context}", canary)
+    held += accuracy.held
+    return Verdict(api.AnalysisResult.Pass, f"{', '.join(held)} {over}{context}", canary, stable)
+
+
+@dataclass(frozen=True)
+class AccuracyJudgement:
+    broken: list[str]
+    held: list[str]
+
+
+def _judge_accuracy(
+    canary: WindowMetrics, analysis: api.RolloutAnalysis, stable: WindowMetrics | None
+) -> AccuracyJudgement | str:
+    """The accuracy gates' findings, or why they cannot be judged (too few labels)."""
+    floor, drop = analysis.min_accuracy, analysis.max_accuracy_drop
+    if floor is None and drop is None:
+        return AccuracyJudgement([], [])
+    name = canary.version or "the new version"
+    window = f"in the last {analysis.interval_seconds}s"
+    labelled = canary.labels[0] if canary.labels else 0.0
+    if labelled < analysis.min_labels:
+        return (
+            f"{_count(labelled)} labelled predictions of {name} {window}, fewer than "
+            f"min_labels {analysis.min_labels}: accuracy cannot be judged"
+        )
+    accuracy = canary.accuracy or 0.0
+    of = f"over {_count(labelled)} labelled predictions"
+    broken, held = [], []
+    if floor is not None:
+        text = f"accuracy {_num(accuracy)} {of}"
+        if accuracy < floor:
+            broken.append(f"{text} < min_accuracy {floor:g}")
+        else:
+            held.append(f"{text} >= min_accuracy {floor:g}")
+    if drop is not None:
+        stable_labels = stable.labels[0] if stable is not None and stable.labels else 0.0
+        if stable is None or stable_labels < analysis.min_labels:
+            return (
+                f"{_count(stable_labels)} labelled predictions of the stable version {window}, "
+                f"fewer than min_labels {analysis.min_labels}: max_accuracy_drop cannot be judged"
+            )
+        baseline = stable.accuracy or 0.0
+        fall = baseline - accuracy
+        side = f"{_num(fall)} below" if fall >= 0 else f"{_num(-fall)} above"
+        text = (
+            f"accuracy {_num(accuracy)} is {side} the stable version's {_num(baseline)} "
+            f"(over {_count(stable_labels)} labelled)"
+        )
+        if fall > drop:
+            broken.append(f"{text} > max_accuracy_drop {drop:g}")
+        else:
+            held.append(f"{text}, within max_accuracy_drop {drop:g}")
+    return AccuracyJudgement(broken, held)
 
 
 STREAM_GATES = (

@@ -109,6 +109,26 @@ def alert_rules(owner: Owner, spec: api.MLModelDeploymentSpec) -> list[dict[str,
                 },
             },
         ]
+    truth = monitoring.ground_truth
+    if truth is not None and truth.task == api.GroundTruthTask.classification:
+        floor = monitoring.alerts.min_accuracy
+        labelled = f"sum by (version) (increase(mlmodel_labelled_predictions_total{{{match}}}[1h]))"
+        correct = f"sum by (version) (increase(mlmodel_correct_predictions_total{{{match}}}[1h]))"
+        rules.append(
+            {
+                "alert": "MLModelLowAccuracy",
+                # Only on enough labels: a handful of late labels says little.
+                "expr": f"({correct} / {labelled} < {floor}) and ({labelled} >= 100)",
+                "for": "30m",
+                "labels": {"severity": "warning"},
+                "annotations": {
+                    "summary": f"Accuracy of {where} version {{{{ $labels.version }}}} below "
+                    f"{floor:g}",
+                    "description": "Share of the last hour's labelled predictions that were "
+                    "right: {{ $value | humanizePercentage }}.",
+                },
+            }
+        )
     return rules
 
 

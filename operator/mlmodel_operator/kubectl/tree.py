@@ -72,6 +72,10 @@ def _analysis(record: dict[str, Any]) -> str:
         parts.append(f"p99 {record['p99LatencySeconds']:.3f}s")
     if record.get("drift") is not None:
         parts.append("drift" if record["drift"] else "no drift")
+    if record.get("accuracy") is not None:
+        parts.append(f"accuracy {record['accuracy']:.3f} over {record.get('labels', 0):g} labels")
+    if record.get("stableAccuracy") is not None:
+        parts.append(f"stable {record['stableAccuracy']:.3f}")
     text = ", ".join(p for p in parts if p)
     return f"{text} at {record.get('time', '?')}: {record.get('message', '')}".rstrip(": ")
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 
 from mlmodel_operator.monitor.pending import Row, Rows
@@ -41,12 +42,19 @@ class Answer:
     problem: str | None = None
 
 
-def read_answer(body: bytes | bytearray, protocol: str, task: str, output: str | None) -> Answer:
+def parse_answer(body: bytes | bytearray) -> dict[str, Any] | None:
+    """The answer's JSON object; None when it is not one."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return Answer(problem="unreadable")
-    if not isinstance(document, dict):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def read_rows(
+    document: dict[str, Any] | None, protocol: str, task: str, output: str | None
+) -> Answer:
+    if document is None:
         return Answer(problem="unreadable")
     answered = document.get("id")
     try:
@@ -63,6 +71,10 @@ def read_answer(body: bytes | bytearray, protocol: str, task: str, output: str |
     return Answer(answered, rows)
 
 
+def read_answer(body: bytes | bytearray, protocol: str, task: str, output: str | None) -> Answer:
+    return read_rows(parse_answer(body), protocol, task, output)
+
+
 def _v2_rows(document: dict[str, Any], task: str, output: str | None) -> Rows:
     outputs = document.get("outputs")
     if not isinstance(outputs, list) or not outputs:
@@ -73,14 +85,45 @@ def _v2_rows(document: dict[str, Any], task: str, output: str | None) -> Rows:
         tensor = next((t for t in outputs if isinstance(t, dict) and t.get("name") == output), None)
     if not isinstance(tensor, dict):
         raise Unreadable(f"no output {output!r}")
-    shape, data = tensor.get("shape"), _flat(tensor.get("data"))
+    shape, data = tensor.get("shape"), tensor.get("data")
     if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
         raise Unreadable("shape")
     batch = shape[0] if shape else 1
-    if batch == 0 or len(data) % batch:
+    if tensor.get("datatype") != "BYTES":
+        numbers = _numeric_rows(data, batch)
+        if numbers is not None:
+            return _rows_of_numbers(numbers, task)
+    flat = _flat(data)
+    if batch == 0 or len(flat) % batch:
         raise Unreadable("data does not fill the shape")
-    width = len(data) // batch
-    return tuple(_row(data[i * width : (i + 1) * width], task) for i in range(batch))
+    width = len(flat) // batch
+    return tuple(_row(flat[i * width : (i + 1) * width], task) for i in range(batch))
+
+
+def _numeric_rows(data: object, batch: int) -> np.ndarray | None:
+    """Numeric tensor data as a (batch, width) array, read by numpy (scores of a large batch
+    are thousands of values); None when it is not all numbers."""
+    if not isinstance(data, list) or batch == 0:
+        return None
+    try:
+        values = np.asarray(data, dtype=np.float64)
+    except (ValueError, TypeError):
+        return None
+    if values.size == 0 or values.size % batch:
+        raise Unreadable("data does not fill the shape")
+    if not np.isfinite(values).all():
+        raise Unreadable("not a finite number")
+    return values.reshape(batch, -1)
+
+
+def _rows_of_numbers(values: np.ndarray, task: str) -> Rows:
+    if task == "regression":
+        if values.shape[1] != 1:
+            raise Unreadable("a regression row holds one number")
+        return tuple(values[:, 0].tolist())
+    if values.shape[1] == 1:
+        return tuple(class_text(v) for v in values[:, 0].tolist())
+    return tuple(str(i) for i in values.argmax(axis=1).tolist())
 
 
 def _v1_rows(document: dict[str, Any], task: str, output: str | None) -> Rows:

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -30,7 +31,7 @@ from mlmodel_operator.monitor import metrics
 from mlmodel_operator.monitor.binary import HEADER as BINARY_HEADER
 from mlmodel_operator.monitor.budget import ByteBudget, Hold
 from mlmodel_operator.monitor.feedback_service import LOOPBACK, FeedbackService
-from mlmodel_operator.monitor.ground_truth import Answer, read_answer
+from mlmodel_operator.monitor.ground_truth import parse_answer, read_rows
 from mlmodel_operator.monitor.handoff import Writer
 from mlmodel_operator.monitor.ledger import Ledger
 from mlmodel_operator.monitor.llm_meter import LLMMetrics, Reading
@@ -459,26 +460,32 @@ class Proxy:
         prediction (after the answer is out). `payload` is None for an answer streamed on."""
         if not self.settings.prediction_ids or protocol == "other" or request.method != "POST":
             return
-        truth = self.settings.ground_truth
-        answer = Answer()
-        if payload is not None and outcome.status == 200:
-            if truth is not None:
-                answer = read_answer(payload, protocol, truth.task, truth.output)
-            elif protocol == "v2":
-                answer = Answer(_answer_id(payload))
+        document = None
+        own = request.headers.get(REQUEST_ID_HEADER)
+        if payload is not None and outcome.status == 200 and (own is None or self.ledger):
+            # The answer is parsed here for the id it echoes; its prediction is read after the
+            # answer is out.
+            document = parse_answer(payload)
+        answered = document.get("id") if document is not None else None
         holder = Holder(self.settings.pod_ip or LOOPBACK, self.worker, int(time.time()))
-        own = own_id(request.headers.get(REQUEST_ID_HEADER), answer.id)
-        outcome.prediction = prediction_id(holder, own)
+        outcome.prediction = prediction_id(holder, own_id(own, answered))
         if self.ledger is None or outcome.status != 200:
             return
         if payload is None:
             self.ledger.unlabelled("streamed")
-        elif answer.rows is None:
-            self.ledger.unlabelled(answer.problem or "unreadable")
         else:
             asyncio.get_running_loop().call_soon(
-                self.ledger.record, outcome.prediction, answer.rows
+                self._record, outcome.prediction, document, protocol
             )
+
+    def _record(self, prediction: str, document: dict[str, Any] | None, protocol: str) -> None:
+        assert self.ledger is not None and self.settings.ground_truth is not None
+        truth = self.settings.ground_truth
+        answer = read_rows(document, protocol, truth.task, truth.output)
+        if answer.rows is None:
+            self.ledger.unlabelled(answer.problem or "unreadable")
+        else:
+            self.ledger.record(prediction, answer.rows)
 
     def _relayed(
         self, request: web.Request, upstream: Response, payload: bytes, prediction: str | None
@@ -572,15 +579,6 @@ class Proxy:
         payload = b"".join(kept) if kept is not None else None
         outcome.exchange = self._capture(protocol, body, request, upstream, payload)
         return response
-
-
-def _answer_id(payload: bytes) -> object:
-    """The `id` an Open Inference Protocol answer echoes, if any."""
-    try:
-        document = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    return document.get("id") if isinstance(document, dict) else None
 
 
 def _header(headers: list[tuple[str, str]], name: str) -> str | None:
