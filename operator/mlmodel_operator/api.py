@@ -1219,8 +1219,9 @@ class MLModelDeploymentStatus(BaseModel):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, Progressing, Available, Scheduled, MonitoringReady and (with "
-        "spec.autoscaling) Scaling conditions.",
+        description="Ready, Progressing, Available, Scheduled, MonitoringReady, (with "
+        "spec.autoscaling) Scaling and (with spec.monitoring.payload_logging) PayloadLogging "
+        "conditions.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     replicas: StrictInt | None = Field(None, description="Model server pods that exist.")

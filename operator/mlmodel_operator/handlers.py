@@ -32,6 +32,7 @@ from mlmodel_operator.builders.meta import (
 from mlmodel_operator.builders.prometheus import PROMETHEUS_API
 from mlmodel_operator.cache import OPTIONAL_API_SERVICES, OPTIONAL_CRDS, Cache, is_ours
 from mlmodel_operator.events import EventRecorder
+from mlmodel_operator.payload_health import DeliveryProbe
 from mlmodel_operator.reconcile import Context, Reconciler
 from mlmodel_operator.resync import resync_forever
 from mlmodel_operator.runtimes import load_catalog
@@ -122,7 +123,8 @@ def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     client = memo.get("kube") or kube.configure(cfg.api_qps, cfg.api_burst)
     cache = Cache()
     events = EventRecorder(client)
-    queue = WorkQueue(Reconciler(Context(client, cache, events, build)), cfg.workers)
+    delivery = DeliveryProbe(cfg.prometheus_url, ttl=cfg.resync_seconds)
+    queue = WorkQueue(Reconciler(Context(client, cache, events, build, delivery)), cfg.workers)
     stopping = threading.Event()
     _running = Running(cache, queue, events, stopping)
     metrics.MODELS.source = lambda: cached_models(cache)

@@ -50,6 +50,7 @@ from mlmodel_operator.cache import (
 from mlmodel_operator.compare import covers, with_hash
 from mlmodel_operator.events import EventRecorder
 from mlmodel_operator.kube import FIELD_MANAGER, Kube, describe_error, is_transient, retry_after
+from mlmodel_operator.payload_health import DeliveryProbe
 from mlmodel_operator.rollout.machine import OVERRIDE_ANNOTATION, Decision
 from mlmodel_operator.rollout.plan import Live, override_of, split_pods
 from mlmodel_operator.rollout.step import history, next_step
@@ -130,12 +131,16 @@ class Context:
     cache: Cache
     events: EventRecorder
     settings: BuildSettings
+    # Payload logging's delivery, from Prometheus; None: not checked (the condition is Unknown).
+    delivery: DeliveryProbe | None = None
 
 
 def reconcile_once(ctx: Context, namespace: str, name: str) -> Outcome:
     """Bring one MLModelDeployment's children and status up to date."""
     body = ctx.cache.model(namespace, name)
     if body is None or body["metadata"].get("deletionTimestamp"):
+        if ctx.delivery is not None:
+            ctx.delivery.forget(namespace, name)
         return Outcome("gone")  # the garbage collector removes the children
     owner = Owner.from_body(body)
     previous = body.get("status") or {}
@@ -213,6 +218,9 @@ def reconcile_once(ctx: Context, namespace: str, name: str) -> Outcome:
         )
     autoscaler_kind = children.autoscaling.kind if children.autoscaling else None
     autoscaler = applied.get((autoscaler_kind, name)) if autoscaler_kind else None
+    sink = spec.monitoring.payload_logging
+    probe = ctx.delivery or DeliveryProbe(None, 0)
+    delivery = probe.check(namespace, name, sink.url) if sink is not None else None
     observation = Observation(
         desired_replicas=desired_replicas,
         gpu_resource=spec.computational_resources.gpu_resource,
@@ -227,6 +235,7 @@ def reconcile_once(ctx: Context, namespace: str, name: str) -> Outcome:
         monitoring=children.monitoring,
         autoscaling=children.autoscaling,
         autoscaler=autoscaler,
+        payload_logging=delivery,
         # Nulls included: the merge patch removes what this state no longer has.
         rollout=decision.status.model_dump(mode="json", by_alias=True) if decision.status else None,
         history=history(previous, decision, spec, live, children, now_rfc3339()),

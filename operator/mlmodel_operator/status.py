@@ -13,6 +13,7 @@ from typing import Any
 from mlmodel_operator.builders import AutoscalingPlan, MonitoringSetup
 from mlmodel_operator.builders.fetch import FETCH_CONTAINER
 from mlmodel_operator.builders.meta import VERSION_LABEL, WOKEN_ANNOTATION
+from mlmodel_operator.payload_health import DROPS_WINDOW_SECONDS, PayloadDelivery
 from mlmodel_operator.scaling import scaling_verdict
 
 READY, PROGRESSING, AVAILABLE, SCHEDULED = "Ready", "Progressing", "Available", "Scheduled"
@@ -21,6 +22,7 @@ MONITORING_READY = "MonitoringReady"
 # Stalled while it cannot be without someone's help. "Abnormal-true": False when all is well.
 RECONCILING, STALLED = "Reconciling", "Stalled"
 SCALING = "Scaling"
+PAYLOAD_LOGGING = "PayloadLogging"
 CONDITION_TYPES = (
     READY,
     PROGRESSING,
@@ -28,6 +30,7 @@ CONDITION_TYPES = (
     SCHEDULED,
     MONITORING_READY,
     SCALING,
+    PAYLOAD_LOGGING,
     RECONCILING,
     STALLED,
 )
@@ -64,6 +67,8 @@ class Observation:
     # spec.autoscaling as set up (None: off), and the autoscaler as the cache has it.
     autoscaling: AutoscalingPlan | None = None
     autoscaler: dict[str, Any] | None = None
+    # spec.monitoring.payload_logging's delivery as the sidecars report it (None: off).
+    payload_logging: PayloadDelivery | None = None
 
 
 @dataclass(frozen=True)
@@ -216,6 +221,45 @@ def monitoring_condition(setup: MonitoringSetup | None) -> Cond:
     elif setup.drift_reference:
         message += f"; drift reference: {setup.drift_reference}"
     return Cond("True", reason, message)
+
+
+def payload_logging_condition(delivery: PayloadDelivery) -> Cond:
+    """PayloadLogging: True while the sidecars deliver, False while deliveries fail or events
+    were dropped lately, Unknown when the operator cannot tell (no Prometheus, no answer, no
+    sidecar reporting yet)."""
+    sink = delivery.url
+    if delivery.reading is None:
+        if delivery.problem is None:
+            return Cond(
+                "Unknown",
+                "NoPrometheus",
+                "the operator has no --prometheus-url to read the sidecars' "
+                "mlmodel_payload_logging_failing from",
+            )
+        return Cond("Unknown", "MetricsUnavailable", delivery.problem)
+    reading = delivery.reading
+    if reading.pods == 0:
+        return Cond(
+            "Unknown",
+            "NotReported",
+            "no sidecar reports mlmodel_payload_logging_failing to Prometheus yet",
+        )
+    if reading.failing:
+        return Cond(
+            "False",
+            "DeliveryFailing",
+            f"deliveries to {sink} are failing in {reading.failing} of {reading.pods} pod(s); "
+            "events are dropped (mlmodel_payload_events_dropped_total)",
+        )
+    if reading.dropped > 0:
+        return Cond(
+            "False",
+            "EventsDropped",
+            f"events were dropped in the last {DROPS_WINDOW_SECONDS // 60} minutes "
+            "(mlmodel_payload_events_dropped_total, by reason): the sink does not keep up, or "
+            "max_queued is too small",
+        )
+    return Cond("True", "Delivering", f"events are delivered to {sink}")
 
 
 def _cannot_proceed(reason: str, message: str) -> tuple[str, dict[str, Cond]]:
@@ -466,6 +510,8 @@ def compute_status(obs: Observation, previous: dict[str, Any], now: str) -> dict
     conditions[MONITORING_READY] = monitoring_condition(obs.monitoring)
     if obs.autoscaling is not None:
         conditions[SCALING] = Cond(*scaling_verdict(obs.autoscaling, obs.autoscaler))
+    if obs.payload_logging is not None:
+        conditions[PAYLOAD_LOGGING] = payload_logging_condition(obs.payload_logging)
     conditions.update(kstatus_conditions(phase, conditions[READY]))
     deployments = [d for d in (obs.deployment, obs.canary_deployment) if d]
     counts = {

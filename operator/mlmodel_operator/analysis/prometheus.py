@@ -83,6 +83,15 @@ def measure(
     )
 
 
+def instant(url: str, promqls: list[str], at: float, timeout: float = 10.0) -> list[float | None]:
+    """The values of instant queries that each yield at most one series (None for none), all
+    within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    with requests.Session() as session:
+        client = PrometheusConnect(url=url, retry=Retry(total=0), session=session)
+        return [_query(client, url, promql, at, deadline, timeout) for promql in promqls]
+
+
 def _query(
     client: PrometheusConnect, url: str, promql: str, at: float, deadline: float, timeout: float
 ) -> float | None:

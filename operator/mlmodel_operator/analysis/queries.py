@@ -94,3 +94,32 @@ def correct(namespace: str, model: str, version: str, window_seconds: int) -> st
     """Those whose predicted class was the truth."""
     match = selector(namespace, model, version)
     return f"sum(increase({CORRECT_METRIC}{match}[{window_seconds}s]))"
+
+
+# --- payload logging: every version of a model ----------------------------------------------------
+
+PAYLOAD_FAILING_METRIC = "mlmodel_payload_logging_failing"
+PAYLOAD_DROPPED_METRIC = "mlmodel_payload_events_dropped_total"
+
+
+def model_selector(namespace: str, model: str, **extra: str) -> str:
+    """The label matchers of every version of one model."""
+    labels = {"namespace": namespace, "model": model, **extra}
+    return "{" + ",".join(f'{name}="{escape(value)}"' for name, value in labels.items()) + "}"
+
+
+def payload_sidecars(namespace: str, model: str) -> str:
+    """Sidecars (one series per pod) that report payload logging's failing gauge."""
+    return f"count({PAYLOAD_FAILING_METRIC}{model_selector(namespace, model)})"
+
+
+def payload_failing(namespace: str, model: str) -> str:
+    """Those whose latest delivery failed; no result when none."""
+    return f"count({PAYLOAD_FAILING_METRIC}{model_selector(namespace, model)} == 1)"
+
+
+def payload_dropped(namespace: str, model: str, window_seconds: int) -> str:
+    """Events dropped in the window, but for those still queued when a sidecar stopped (every
+    rollout has some; they say nothing of the sink)."""
+    match = model_selector(namespace, model)[:-1] + ',reason!="shutdown"}'
+    return f"sum(increase({PAYLOAD_DROPPED_METRIC}{match}[{window_seconds}s]))"

@@ -270,3 +270,32 @@ PENDING_BYTES = Gauge(
     ["model", "version"],
     multiprocess_mode="livesum",
 )
+
+# --- payload logging (monitoring.payload_logging) ------------------------------------------------
+
+PAYLOAD_EVENTS_SENT = Counter(
+    "mlmodel_payload_events_sent_total",
+    "CloudEvents the payload sink accepted (2xx)",
+    ["model", "version"],
+)
+PAYLOAD_EVENTS_DROPPED = Counter(
+    "mlmodel_payload_events_dropped_total",
+    "CloudEvents not delivered: queue_full (no room left in the worker's queue), too_large (an "
+    "event larger than the whole queue), rejected (the sink answered 4xx other than 408 and "
+    "429), retries_exhausted (failed on every attempt), shutdown (still queued when the "
+    "sidecar stopped)",
+    ["model", "version", "reason"],
+)
+PAYLOAD_QUEUED_BYTES = Gauge(
+    "mlmodel_payload_queued_bytes",
+    "Bytes held for payload logging: bodies kept for their events, events waiting and in delivery",
+    ["model", "version"],
+    multiprocess_mode="livesum",
+)
+PAYLOAD_LOGGING_FAILING = Gauge(
+    "mlmodel_payload_logging_failing",
+    "1 while a worker's latest delivery to the payload sink failed (an error, a timeout, a "
+    "refusal), 0 once one succeeds",
+    ["model", "version"],
+    multiprocess_mode="livemax",
+)

@@ -36,6 +36,8 @@ from mlmodel_operator.monitor.handoff import Writer
 from mlmodel_operator.monitor.ledger import Ledger
 from mlmodel_operator.monitor.llm_meter import LLMMetrics, Reading
 from mlmodel_operator.monitor.openai import drift_features, endpoint_of
+from mlmodel_operator.monitor.payload_events import Origin
+from mlmodel_operator.monitor.payload_log import Copy, PayloadLog
 from mlmodel_operator.monitor.payloads import Exchange, protocol_of
 from mlmodel_operator.monitor.prediction_id import (
     PREDICTION_ID_HEADER,
@@ -114,6 +116,7 @@ class Outcome:
     exchange: Exchange | None = None
     llm: Reading | None = None  # an OpenAI API request
     prediction: str | None = None  # its x-prediction-id
+    copy: Copy | None = None  # the answer as kept for payload logging
 
 
 class Proxy:
@@ -155,6 +158,10 @@ class Proxy:
         if settings.ground_truth is not None:
             self.ledger = Ledger(settings.ground_truth, self.model, self.version)
             self.feedback = FeedbackService(settings.ground_truth, self.ledger, address, worker)
+        self.payload_log: PayloadLog | None = None
+        if settings.payload_logging is not None:
+            origin = Origin(self.model, self.version, settings.namespace)
+            self.payload_log = PayloadLog(settings.payload_logging, origin)
         self._dropped: dict[str, Counter] = {}
         if settings.performance_tracking:
             # Every status class at zero from the start, for the model's protocol: a series
@@ -172,6 +179,9 @@ class Proxy:
         app.router.add_route("*", "/{tail:.*}", self.forward, expect_handler=self.expect)
         app.on_startup.append(self._start_publishing)
         app.on_cleanup.append(self._close)
+        if self.payload_log is not None:
+            app.on_startup.append(self.payload_log.start)
+            app.on_cleanup.append(self.payload_log.close)
         return app
 
     async def _start_publishing(self, app: web.Application) -> None:
@@ -298,6 +308,11 @@ class Proxy:
             if outcome.exchange is not None:
                 # Once the answer is out: aiohttp writes it after this returns.
                 asyncio.get_running_loop().call_soon(self._hand_over, outcome.exchange)
+            if outcome.copy is not None and self.payload_log is not None:
+                # Once the answer is out, like the hand-over above.
+                asyncio.get_running_loop().call_soon(
+                    self.payload_log.log, outcome.copy, body, outcome.status
+                )
             if outcome.llm is not None and outcome.llm.answered:
                 asyncio.get_running_loop().call_soon(self._read_llm, outcome, body)
 
@@ -420,6 +435,10 @@ class Proxy:
                             outcome.llm.chunk(payload, time.perf_counter())
                         outcome.exchange = self._capture(protocol, body, request, upstream, payload)
                         self._identify(request, protocol, outcome, payload)
+                        if self.payload_log is not None:
+                            outcome.copy = self.payload_log.copy(
+                                request, outcome.prediction, upstream.headers, payload
+                            )
                         return self._relayed(request, upstream, payload, outcome.prediction)
             except TimeoutError:
                 metrics.UPSTREAM_ERRORS.labels(self.model, self.version, "timeout").inc()
@@ -521,6 +540,8 @@ class Proxy:
         self._identify(request, protocol, outcome, None)
         if outcome.prediction is not None:
             response.headers[PREDICTION_ID_HEADER] = outcome.prediction
+        if self.payload_log is not None:
+            outcome.copy = self.payload_log.copy(request, outcome.prediction, upstream.headers)
         capture = self.handoff is not None and protocol not in ("other", "openai")
         kept: list[bytes] | None = [] if capture else None
         chunks = upstream.iter_chunks()
@@ -537,6 +558,8 @@ class Proxy:
                     break
                 await response.write(chunk)
                 outcome.sent += len(chunk)
+                if outcome.copy is not None:
+                    outcome.copy.add(chunk)  # a reference, after the chunk went out
                 if llm is not None:
                     # When the chunk went out: what the client sees, not when it arrived.
                     llm.chunk(chunk, time.perf_counter())

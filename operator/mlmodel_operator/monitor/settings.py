@@ -57,6 +57,11 @@ class PayloadLoggingSettings(BaseModel):
     # A file holding the Authorization header's value (a mounted Secret's key); None: none.
     authorization_file: str | None = None
     max_queued_bytes: int = Field(16 * 2**20, ge=1)
+    # A body (request, answer, or a stream's answer) is kept for its event up to this size; past
+    # it the event carries the first bytes and says it was truncated.
+    max_capture_bytes: int = Field(4 * 2**20, ge=1)
+    # One delivery attempt to the sink; a slower answer counts as a failure and is retried.
+    timeout_seconds: float = Field(10.0, gt=0)
 
 
 class MonitorSettings(BaseModel):
