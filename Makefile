@@ -85,10 +85,11 @@ system-packages: ## Debian packages the tests and the real node use; installs th
 
 # The test servers are always built; the real node's binaries and images when this machine can
 # run one (root, the packages, the kernel features), else its tests skip, saying why; so are
-# kind's binaries and node image. vLLM's environment likewise: hack/vllm_env.py exits 2 where
+# kind's binaries and node image, and KEDA's operator and metrics server (the real node's
+# autoscaling tests run them). vLLM's environment likewise: hack/vllm_env.py exits 2 where
 # this host cannot have it (no package index, not x86-64 Linux), and the LLM tests skip.
 test: venv system-packages lint ## the whole suite: unit, integration, e2e, real-node and kind tests
-	bash hack/build-binaries.sh --test-tools $(if $(filter 0,$(shell id -u)),--real-node --kind)
+	bash hack/build-binaries.sh --test-tools $(if $(filter 0,$(shell id -u)),--real-node --kind --keda)
 	@$(PYTHON) hack/vllm_env.py venv >/dev/null || [ $$? -eq 2 ]
 	@if $(CLUSTER) can-run-real-node --dir "$${MLMODEL_TEST_CLUSTER_DIR:-.test-cluster}" >/dev/null; \
 	then $(PYTHON) hack/images.py build >/dev/null; fi

@@ -6,6 +6,7 @@
 #   hack/build-binaries.sh --real-node   also those of the real node (hack/realnode.py)
 #   hack/build-binaries.sh --test-tools  also the servers only tests use (below)
 #   hack/build-binaries.sh --kind        also kind and kubeadm, for kind clusters (hack/kindnode.py)
+#   hack/build-binaries.sh --keda        also KEDA's operator and metrics server, and its CRDs
 #   hack/build-binaries.sh --print       print the cache directory of each component and exit
 #
 # The cache root is $MLMODEL_CACHE_DIR, else ${XDG_CACHE_HOME:-~/.cache}/mlmodel-operator.
@@ -34,6 +35,10 @@ LWEPP_VERSION=v1.6.2
 # kind clusters (opt-in): kind itself; kubeadm, like the node image's other binaries, is the
 # Kubernetes release above.
 KIND_VERSION=v0.33.0
+# KEDA (opt-in; the real node's autoscaling tests run it on the host). v2.21.0, not v2.21.1: the
+# latter's go.mod asks for Go 1.27.4, and every other module here builds with Go 1.26. Its CRDs
+# come from the same module (hack/fetch-crds.sh pins the same version).
+KEDA_VERSION=v2.21.0
 
 # component|version|tools module|binaries (space separated)|packages|build tags
 components=(
@@ -55,6 +60,12 @@ kind_components=(
   "kind|$KIND_VERSION|kind|kind|sigs.k8s.io/kind|"
   "kubeadm|$KUBERNETES_VERSION|kubernetes|kubeadm|k8s.io/kubernetes/cmd/kubeadm|"
 )
+# One package per component, so that each binary gets its own name (Go would call both after
+# their directories, operator and adapter); the second build reuses the first's build cache.
+keda_components=(
+  "keda|$KEDA_VERSION|keda|keda|github.com/kedacore/keda/v2/cmd/operator|"
+  "keda-adapter|$KEDA_VERSION|keda|keda-adapter|github.com/kedacore/keda/v2/cmd/adapter|"
+)
 test_tools=(
   "minio|$MINIO_VERSION|minio|minio|github.com/minio/minio"
   "fake-gcs-server|$FAKE_GCS_SERVER_VERSION|fake-gcs-server|fake-gcs-server|github.com/fsouza/fake-gcs-server"
@@ -65,7 +76,7 @@ bin_dir() { echo "$cache/bin/$1-$2"; }
 
 if [[ "${1:-}" == "--print" ]]; then
   for entry in "${components[@]}" "${real_node_components[@]}" "${kind_components[@]}" \
-    "${test_tools[@]}"; do
+    "${keda_components[@]}" "${test_tools[@]}"; do
     IFS='|' read -r name version _ _ _ <<<"$entry"
     bin_dir "$name" "$version"
   done
@@ -88,6 +99,9 @@ ldflags_for() {
       ;;
     etcd) echo "-s -w" ;;
     kwok | coredns | nodetools | minio | fake-gcs-server | lwepp | kind) echo "-s -w" ;;
+    keda | keda-adapter)
+      # As KEDA's Makefile sets them, so the operator logs its release.
+      echo "-s -w -X github.com/kedacore/keda/v2/version.Version=$version" ;;
     containerd | containerd-shim)
       echo "-s -w -X github.com/containerd/containerd/v2/version.Version=$version" ;;
     helm) echo "-s -w -X helm.sh/helm/v3/internal/version.version=$version" ;;
@@ -112,7 +126,8 @@ for arg in "$@"; do
     --real-node) components+=("${real_node_components[@]}") ;;
     --test-tools) components+=("${test_tools[@]}"); fetch_crds=1 ;;
     --kind) components+=("${kind_components[@]}") ;;
-    *) echo "usage: $0 [--real-node] [--test-tools] [--kind] | --print" >&2; exit 2 ;;
+    --keda) components+=("${keda_components[@]}"); fetch_crds=1 ;;
+    *) echo "usage: $0 [--real-node] [--test-tools] [--kind] [--keda] | --print" >&2; exit 2 ;;
   esac
 done
 
@@ -146,7 +161,7 @@ for entry in "${components[@]}"; do
   echo "built: $name $version in $(($(date +%s) - start))s"
 done
 
-# The other projects' CRDs the tests install (HTTPRoute, InferencePool).
+# The other projects' CRDs the tests install (HTTPRoute, InferencePool, KEDA's).
 if [[ -n "$fetch_crds" ]]; then
   bash "$here/fetch-crds.sh"
 fi

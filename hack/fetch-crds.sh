@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch the real CRDs of the other projects' APIs whose objects the operator creates (the Gateway
-# API's HTTPRoute, the Inference Extension's InferencePool), from their Go modules at pinned
-# versions, into the per-user cache. The tests install them on the local cluster; they are never
+# API's HTTPRoute, the Inference Extension's InferencePool, KEDA's ScaledObject), from their Go
+# modules at pinned versions, into the per-user cache. The tests install them on the local cluster; they are never
 # committed.
 #
 #   hack/fetch-crds.sh          fetch what is missing
@@ -14,11 +14,14 @@ cache="${MLMODEL_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mlmodel-operator}"
 
 GATEWAY_API_VERSION=v1.6.3
 INFERENCE_EXTENSION_VERSION=v1.6.2
+# The KEDA release hack/build-binaries.sh builds; all its CRDs, which its operator watches.
+KEDA_VERSION=v2.21.0
 
 # name|module|version|module zip hash (go.sum's h1:)|CRD files in the module
 modules=(
   "gateway-api|sigs.k8s.io/gateway-api|$GATEWAY_API_VERSION|h1:lKpJa5bGlraC/QeACvCpsHLdmO6y0iKfzVl6gzaFEYc=|config/crd/standard/gateway.networking.k8s.io_httproutes.yaml"
   "gateway-api-inference-extension|sigs.k8s.io/gateway-api-inference-extension|$INFERENCE_EXTENSION_VERSION|h1:GfTwDiMta9z6vtsZZuYE2xlryUGw+PiCdTJzYePY23M=|config/crd/bases/inference.networking.k8s.io_inferencepools.yaml"
+  "keda|github.com/kedacore/keda/v2|$KEDA_VERSION|h1:R6z2HZvstK4RLUMxroNACzBj74xGxt3kG59b5Xc+Xps=|config/crd/bases/keda.sh_scaledobjects.yaml config/crd/bases/keda.sh_scaledjobs.yaml config/crd/bases/keda.sh_triggerauthentications.yaml config/crd/bases/keda.sh_clustertriggerauthentications.yaml config/crd/bases/eventing.keda.sh_cloudeventsources.yaml config/crd/bases/eventing.keda.sh_clustercloudeventsources.yaml"
 )
 
 crd_dir() { echo "$cache/crds/$1-$2"; }

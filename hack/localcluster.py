@@ -6,7 +6,8 @@
                                          the same with a real node (hack/realnode.py; root)
     python3 hack/localcluster.py down    stop every process and free every port
     python3 hack/localcluster.py env     print shell exports for kubectl and helm
-    python3 hack/localcluster.py status  exit 0 when the cluster is up and healthy
+    python3 hack/localcluster.py status  exit 0 when the cluster is up and healthy (and configured
+                                         as `up` would configure it now)
     python3 hack/localcluster.py can-run-real-node
                                          exit 0 when this host can run a real node, else say why
 
@@ -136,26 +137,59 @@ def openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-def sign(pki: Path, name: str, subject: str, extensions: str) -> None:
+def make_ca(pki: Path, name: str, common_name: str) -> None:
+    openssl("genrsa", "-out", f"{name}.key", "2048", cwd=pki)
+    openssl(
+        "req", "-x509", "-new", "-key", f"{name}.key", "-subj", f"/CN={common_name}",
+        "-days", "3650", "-sha256", "-out", f"{name}.crt",
+        cwd=pki,
+    )  # fmt: skip
+
+
+def sign(pki: Path, name: str, subject: str, extensions: str, ca: str = "ca") -> None:
     openssl("genrsa", "-out", f"{name}.key", "2048", cwd=pki)
     openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=pki)
     (pki / f"{name}.ext").write_text(extensions)
     openssl(
-        "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
         "-CAcreateserial", "-days", "3650", "-sha256", "-extfile", f"{name}.ext",
         "-out", f"{name}.crt",
         cwd=pki,
     )  # fmt: skip
 
 
+CLIENT_EXTENSIONS = (
+    "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+)
+# The API aggregation layer: the API server forwards requests for an APIService (KEDA's
+# external.metrics.k8s.io, for one) with this client certificate, signed by a CA of its own, and
+# the extension server trusts the user it names in the X-Remote-* headers only from that CA and
+# that name (it reads both from kube-system/extension-apiserver-authentication).
+FRONT_PROXY_CA = "front-proxy-ca"
+FRONT_PROXY_CLIENT = "front-proxy-client"
+
+
+def aggregation_flags(pki: Path) -> list[str]:
+    """The API server's flags for the aggregation layer. Aggregator routing: it dials the
+    APIService's endpoint address itself rather than the Service's ClusterIP, which only
+    kube-proxy (the real node's) would route."""
+    return [
+        f"--requestheader-client-ca-file={pki / (FRONT_PROXY_CA + '.crt')}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki / (FRONT_PROXY_CLIENT + '.crt')}",
+        f"--proxy-client-key-file={pki / (FRONT_PROXY_CLIENT + '.key')}",
+        "--enable-aggregator-routing=true",
+    ]
+
+
 def make_pki(pki: Path, real_node: bool) -> None:
     pki.mkdir(parents=True, exist_ok=True)
-    openssl("genrsa", "-out", "ca.key", "2048", cwd=pki)
-    openssl(
-        "req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=mlmodel-local-ca",
-        "-days", "3650", "-sha256", "-out", "ca.crt",
-        cwd=pki,
-    )  # fmt: skip
+    make_ca(pki, "ca", "mlmodel-local-ca")
+    make_ca(pki, FRONT_PROXY_CA, "mlmodel-front-proxy-ca")
+    sign(pki, FRONT_PROXY_CLIENT, f"/CN={FRONT_PROXY_CLIENT}", CLIENT_EXTENSIONS, FRONT_PROXY_CA)
     sign(
         pki,
         "apiserver",
@@ -168,12 +202,7 @@ def make_pki(pki: Path, real_node: bool) -> None:
     clients = {**CLIENTS, **(realnode.CLIENT_CERTS if real_node else {})}
     for name, (common_name, org) in clients.items():
         subject = f"/CN={common_name}" + (f"/O={org}" if org else "")
-        sign(
-            pki,
-            name,
-            subject,
-            "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n",
-        )
+        sign(pki, name, subject, CLIENT_EXTENSIONS)
     # ServiceAccount tokens are signed with this key pair (TokenRequest, `kubectl create token`).
     openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
     openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
@@ -322,13 +351,21 @@ class Cluster:
     def real_node(self) -> realnode.RealNode:
         return realnode.RealNode(self.root, self.pki, images.cache_dir() / "containerd")
 
+    def outdated(self) -> str | None:
+        """Why the cluster in this directory is not as `up` would start it now, or None."""
+        state = self.load_state() or {}
+        if not state.get("ports"):
+            return None
+        return outdated(state, apiserver_argv(all_binaries()["kube-apiserver"], state, self.pki))
+
     def up(self, real_node: bool = False) -> None:
         state = self.load_state() or {}
-        if self.healthy() and (state.get("real_node") or not real_node):
+        stale = self.outdated()
+        if self.healthy() and (state.get("real_node") or not real_node) and not stale:
             log(f"reusing the running cluster in {self.root}")
             return
         if state:
-            log(f"replacing the cluster in {self.root}")
+            log(f"replacing the cluster in {self.root}" + (f": {stale}" if stale else ""))
         self.down(quiet=True)
         bins = binaries(real_node)
         if real_node and (reason := realnode.unavailable_reason(bins, self.root)):
@@ -403,14 +440,6 @@ class Cluster:
 
     def _start_components(self, bins, state, procs) -> None:
         ports, pki, root = state["ports"], self.pki, self.root
-        if state.get("real_node"):
-            address_and_authorization = realnode.apiserver_flags(pki)
-        else:
-            address_and_authorization = [
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                "--authorization-mode=RBAC",
-            ]
         etcd_url = f"http://127.0.0.1:{ports['etcd-client']}"
         peer_url = f"http://127.0.0.1:{ports['etcd-peer']}"
         log("starting etcd")
@@ -434,29 +463,11 @@ class Cluster:
         self.wait_for("etcd", lambda: http_ok(etcd_url + "/health"), procs)
 
         log("starting kube-apiserver")
-        procs["kube-apiserver"] = self.start_process(
-            "kube-apiserver",
-            [
-                str(bins["kube-apiserver"]),
-                f"--etcd-servers={etcd_url}",
-                *address_and_authorization,
-                f"--secure-port={ports['kube-apiserver']}",
-                f"--tls-cert-file={pki / 'apiserver.crt'}",
-                f"--tls-private-key-file={pki / 'apiserver.key'}",
-                f"--client-ca-file={pki / 'ca.crt'}",
-                # PodNodeSelector and PodTolerationRestriction act only on namespaces annotated
-                # for them: that is how a namespace's pods are put on the real node.
-                "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
-                "DefaultTolerationSeconds,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,"
-                "ResourceQuota,PodSecurity,PodNodeSelector,PodTolerationRestriction",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={pki / 'sa.pub'}",
-                f"--service-account-signing-key-file={pki / 'sa.key'}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--v=1",
-            ],
-            state,
-        )
+        argv = apiserver_argv(bins["kube-apiserver"], state, pki)
+        # Kept, so that a later `up` knows whether the running API server is configured as this
+        # launcher would configure it now (see outdated()).
+        state["apiserver_argv"] = argv
+        procs["kube-apiserver"] = self.start_process("kube-apiserver", argv, state)
         self.wait_for("kube-apiserver /readyz", lambda: self.api_ready(state), procs)
 
         log("starting kube-controller-manager and kube-scheduler")
@@ -576,6 +587,55 @@ class Cluster:
         return f'export KUBECONFIG="{self.kubeconfig_path}"\nexport PATH="{path}"\n'
 
 
+def apiserver_argv(binary: Path, state: dict, pki: Path) -> list[str]:
+    """The API server's command line for the cluster in `state` (its ports, whether it has a
+    real node) with its certificates in `pki`."""
+    ports = state["ports"]
+    if state.get("real_node"):
+        address_and_authorization = realnode.apiserver_flags(pki)
+    else:
+        address_and_authorization = [
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            "--authorization-mode=RBAC",
+        ]
+    return [
+        str(binary),
+        f"--etcd-servers=http://127.0.0.1:{ports['etcd-client']}",
+        *address_and_authorization,
+        f"--secure-port={ports['kube-apiserver']}",
+        f"--tls-cert-file={pki / 'apiserver.crt'}",
+        f"--tls-private-key-file={pki / 'apiserver.key'}",
+        f"--client-ca-file={pki / 'ca.crt'}",
+        *aggregation_flags(pki),
+        # PodNodeSelector and PodTolerationRestriction act only on namespaces annotated for them:
+        # that is how a namespace's pods are put on the real node.
+        "--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,"
+        "DefaultTolerationSeconds,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,"
+        "ResourceQuota,PodSecurity,PodNodeSelector,PodTolerationRestriction",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        f"--service-account-key-file={pki / 'sa.pub'}",
+        f"--service-account-signing-key-file={pki / 'sa.key'}",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--v=1",
+    ]
+
+
+def outdated(state: dict, wanted: list[str]) -> str | None:
+    """Why a running cluster's API server is not the one `up` would start now (`wanted`, its
+    command line for the same ports), or None. A cluster started by an older launcher, before
+    a flag was added (the aggregation layer's, say), has to be replaced, not reused."""
+    running = state.get("apiserver_argv")
+    if running is None:
+        return "its API server's flags were not recorded (started by an older launcher)"
+    missing = [flag for flag in wanted if flag not in running]
+    extra = [flag for flag in running if flag not in wanted]
+    if not missing and not extra:
+        return None
+    changes = [f"+{flag}" for flag in missing] + [f"-{flag}" for flag in extra]
+    return f"its API server's flags differ: {' '.join(changes)}"
+
+
 def _component_auth(kubeconfig_path: Path) -> list[str]:
     return [
         f"--kubeconfig={kubeconfig_path}",
@@ -622,6 +682,10 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(cluster.env())
         elif args.command == "status":
             healthy = cluster.healthy()
+            if healthy and (stale := cluster.outdated()):
+                # Up, but `up` would replace it: callers that reuse a running cluster start one.
+                print(f"outdated: {stale}")
+                return 1
             with_node = healthy and (cluster.load_state() or {}).get("real_node")
             print("up with a real node" if with_node else "up" if healthy else "down")
             return 0 if healthy else 1

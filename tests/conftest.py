@@ -63,9 +63,39 @@ def _launcher(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     )
 
 
+def _remove_cluster_leftovers(api: client.ApiClient) -> None:
+    """Delete the cluster-scoped objects an interrupted run installed (KEDA's APIService and
+    CRDs, keda_procs.py): an APIService left without its server stalls discovery, and with it
+    namespace deletion; a CRD left would make the cluster look as if KEDA were installed. Its
+    objects' finalizers go first, since whatever would remove them no longer runs."""
+    registration = client.ApiregistrationV1Api(api)
+    for service in registration.list_api_service(label_selector=SUITE_LABEL).items:
+        registration.delete_api_service(service.metadata.name)
+    ext = client.ApiextensionsV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    crds = ext.list_custom_resource_definition(label_selector=SUITE_LABEL).items
+    for crd in crds:
+        group, plural = crd.spec.group, crd.spec.names.plural
+        version = crd.spec.versions[0].name
+        for obj in custom.list_cluster_custom_object(group, version, plural)["items"]:
+            meta = obj["metadata"]
+            if meta.get("finalizers") and meta.get("namespace"):
+                custom.patch_namespaced_custom_object(
+                    group, version, meta["namespace"], plural, meta["name"],
+                    {"metadata": {"finalizers": None}},
+                )  # fmt: skip
+        ext.delete_custom_resource_definition(crd.metadata.name)
+    wait_until(
+        lambda: not ext.list_custom_resource_definition(label_selector=SUITE_LABEL).items,
+        what=f"CRDs of an earlier run to be deleted: {[c.metadata.name for c in crds]}",
+        timeout=120,
+    )
+
+
 def _remove_leftovers(api: client.ApiClient) -> None:
     """Delete the namespaces of an earlier, interrupted run and wait until they are gone, so
     that their pods hold no capacity the tests count on."""
+    _remove_cluster_leftovers(api)
     core = client.CoreV1Api(api)
     leftovers = [ns.metadata.name for ns in core.list_namespace(label_selector=SUITE_LABEL).items]
     for name in leftovers:

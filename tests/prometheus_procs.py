@@ -5,7 +5,8 @@ scraping every second the targets in a file_sd JSON file that is rewritten as ta
 go (read again within a second). Each target carries the labels a ServiceMonitor's Kubernetes
 service discovery would give it, `namespace` first among them, which the analysis' queries
 select on. It can be stopped and started again on the same port and data, for "Prometheus
-down" tests.
+down" tests. `set_pods()` points a job of its own at pods' sidecars by their addresses (the
+real node's pods, reachable from the host).
 
 `model_version()` runs one version of a model as a pod would: a model server and the real
 `mlmodel-monitor` sidecar in front of it, with MLMODEL_MONITOR_MODEL_VERSION set as the
@@ -57,6 +58,8 @@ class Prometheus:
         # The operator's own endpoint: its per-model series carry their own namespace label,
         # kept with honor_labels as the chart's ServiceMonitor keeps it.
         self.operator_targets_file = directory / "operator-targets.json"
+        self.pods_file = directory / "pods.json"
+        self._pods: list[dict[str, Any]] = []
         self._targets: dict[int, dict[str, str]] = {}
         self._operator_targets: list[int] = []
         self._lock = threading.Lock()
@@ -72,6 +75,10 @@ class Prometheus:
             "  honor_labels: true\n"
             "  file_sd_configs:\n"
             f"  - {{files: ['{self.operator_targets_file}'], refresh_interval: 1s}}\n"
+            # Pods' sidecars by their own addresses (set_pods), as a PodMonitor would find them.
+            "- job_name: mlmodel-pods\n"
+            "  file_sd_configs:\n"
+            f"  - {{files: ['{self.pods_file}'], refresh_interval: 1s}}\n"
         )
         self._server = Server(
             [
@@ -112,6 +119,13 @@ class Prometheus:
             self._operator_targets.append(metrics_port)
             self._write_targets()
 
+    def set_pods(self, pods: dict[str, dict[str, str]]) -> None:
+        """Scrape exactly these pods: "ip:port" of a sidecar's metrics -> its target labels
+        (`namespace`, `pod`)."""
+        with self._lock:
+            self._pods = [{"targets": [t], "labels": labels} for t, labels in sorted(pods.items())]
+            self._write_targets()
+
     def remove_target(self, metrics_port: int) -> None:
         with self._lock:
             self._targets.pop(metrics_port, None)
@@ -123,7 +137,12 @@ class Prometheus:
             for port, labels in self._targets.items()
         ]
         operator = [{"targets": [f"127.0.0.1:{p}" for p in self._operator_targets]}]
-        for path, content in ((self.targets_file, groups), (self.operator_targets_file, operator)):
+        files = (
+            (self.targets_file, groups),
+            (self.operator_targets_file, operator),
+            (self.pods_file, self._pods),
+        )
+        for path, content in files:
             # Whole or not at all: Prometheus may read the file at any moment.
             partial = path.with_suffix(".tmp")
             partial.write_text(json.dumps(content))

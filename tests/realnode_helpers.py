@@ -18,7 +18,7 @@ from typing import Any
 from kubernetes import client
 
 from kube_helpers import TestCluster, create_namespace, wait_until
-from model_helpers import condition
+from model_helpers import Models, condition
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "hack"))
@@ -33,6 +33,26 @@ class InstalledOperator:
     release: str
     namespace: str
     models: str  # the namespace it watches
+
+
+def new_installation(cluster: TestCluster) -> InstalledOperator:
+    """A release name and its two namespaces on the real node (the operator's, the models')."""
+    return InstalledOperator(
+        f"mlmodel-operator-{uuid.uuid4().hex[:6]}",
+        real_node_namespace(cluster, "rn-system"),
+        real_node_namespace(cluster, "rn-models"),
+    )
+
+
+def create_model(models: Models, name: str, spec: dict[str, Any]) -> None:
+    models.create(
+        {
+            "apiVersion": "machine-learning.org/v1",
+            "kind": "MLModelDeployment",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
 
 
 def real_node_namespace(cluster: TestCluster, prefix: str) -> str:
@@ -208,10 +228,14 @@ def install_chart(
     operator_image: str,
     catalog: dict[str, Any],
     timeout: str,
+    values: dict[str, Any] | None = None,
 ) -> None:
     """The chart installed with the locally built operator image and this runtime catalog,
-    watching `installed.models` only."""
+    watching `installed.models` only; `values`: other chart values."""
     repository, tag = operator_image.rsplit(":", 1)
+    more = [
+        arg for k, v in (values or {}).items() for arg in ("--set-json", f"{k}={json.dumps(v)}")
+    ]
     helm(
         cluster, "install", installed.release, str(CHART), "-n", installed.namespace,
         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
@@ -219,6 +243,7 @@ def install_chart(
         "--set", "image.pullPolicy=Never",
         "--set-json", f"runtimeCatalog={json.dumps(catalog)}",
         "--set-json", f"watchNamespaces={json.dumps([installed.models])}",
+        *more,
         "--wait", "--timeout", timeout,
     )  # fmt: skip
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from realnode_helpers import (
     InstalledOperator,
     install_chart,
     models_claim,
-    real_node_namespace,
+    new_installation,
     uninstall_chart,
 )
 
@@ -53,12 +52,7 @@ def in_cluster_operator(
     cluster: TestCluster, images: dict[str, str], crd: str
 ) -> Iterator[InstalledOperator]:
     """The chart installed with the locally built image, watching one namespace of models."""
-    suffix = uuid.uuid4().hex[:6]
-    installed = InstalledOperator(
-        f"mlmodel-operator-{suffix}",
-        real_node_namespace(cluster, "rn-system"),
-        real_node_namespace(cluster, "rn-models"),
-    )
+    installed = new_installation(cluster)
     catalog: dict[str, Any] = {"mlserver": {"image": images["mlserver"]}}
     if "vllm" in images:
         # vLLM's CPU build on this node: no compilation at start-up (no compiler in the

@@ -20,6 +20,7 @@ from realnode_helpers import (
     IRIS,
     InstalledOperator,
     client_pod_result,
+    create_model,
     train_iris,
 )
 
@@ -50,17 +51,6 @@ def to_zero_spec(claim: str, path: str, **scaling: Any) -> dict[str, Any]:
             **scaling,
         },
     }
-
-
-def create(models: Models, name: str, spec: dict[str, Any]) -> None:
-    models.create(
-        {
-            "apiVersion": "machine-learning.org/v1",
-            "kind": "MLModelDeployment",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
-    )
 
 
 def at_zero(models: Models, name: str) -> dict[str, Any]:
@@ -135,7 +125,7 @@ def test_a_model_at_zero_wakes_on_requests_answers_them_all_and_goes_back_to_zer
 ) -> None:
     name = "iris-zero"
     train_iris(cluster, models.namespace, model_claim, images["mlserver"], name)
-    create(models, name, to_zero_spec(model_claim, name))
+    create_model(models, name, to_zero_spec(model_claim, name))
     obj = at_zero(models, name)
     assert obj["status"]["ready"] == "0/0"
     # Without KEDA: the operator's HPA, from one replica up; the activator owns zero.
@@ -203,7 +193,7 @@ def calls_at_zero(
     cluster: TestCluster, models: Models, image: str, name: str, spec: dict[str, Any], path: str
 ) -> list[dict[str, Any]]:
     """Create the model, wait until it is at zero, and call it twice at once."""
-    create(models, name, spec)
+    create_model(models, name, spec)
     at_zero(models, name)
     url = f"http://{name}.{models.namespace}.svc.cluster.local{path}"
     return concurrent_calls(cluster, models.namespace, image, url, 2, [])["results"]
@@ -268,7 +258,7 @@ def test_the_activator_restarting_while_it_holds_requests_closes_them_and_its_su
     spec = to_zero_spec(model_claim, name, cold_start_timeout_seconds=600)
     # Never ready (no node can take it): the requests stay held until the activator goes.
     spec["computational_resources"] = {"memory_requirements": "64Ti", "cpu": "100m"}
-    create(models, name, spec)
+    create_model(models, name, spec)
     at_zero(models, name)
     metrics = activator_metrics_url(cluster, in_cluster_operator)
     assert metrics is not None
